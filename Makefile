@@ -1,0 +1,28 @@
+# The two commands: `make run` and `make test`. Both create .venv and fetch MNIST first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench data clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) run.py data fetch
+
+run: data
+	$(PY) run.py --platform local
+
+test: data
+	$(PY) -m pytest -q
+
+bench: data
+	$(PY) run.py bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

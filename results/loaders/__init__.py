@@ -1,0 +1,106 @@
+"""Pluggable loaders: each recognises one kind of path and turns it into run records.
+
+A run folder, a Kaggle kernel output, a CodaLab run bundle, a Comet offline
+archive, a saved OpenML run: `discover` asks every registered loader whether it
+recognises a path (openml-python's `can_handle_model` pattern), so `compare`
+needs no if/elif over formats. Anything unreadable is returned as `Skipped`,
+with its reason; it never stops a comparison.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from core.record import PARTIAL_PREFIX
+
+# Tried in order; the first loader that recognises a path loads it.
+LOADERS = [
+    "results.loaders.record:RunRecordLoader",
+]
+MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """One run record, as `run.json` holds it, and where it came from."""
+
+    run: dict[str, Any]
+    source: Path
+    loader: str
+    predictions_path: Path | None = None
+
+    def predictions(self) -> np.ndarray | None:
+        """Predicted class per test image, or None when the record has no predictions file."""
+        if self.predictions_path is None or not self.predictions_path.exists():
+            return None
+        return np.load(self.predictions_path, allow_pickle=False)
+
+
+@dataclasses.dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+class LoaderError(Exception):
+    """A path a loader recognised but could not read; becomes a Skipped entry."""
+
+
+class Loader(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def recognizes(self, path: Path) -> bool:
+        """Cheap check: is `path` something this loader reads?"""
+
+    @abc.abstractmethod
+    def load(self, path: Path) -> list[LoadedRun]:
+        """Read `path`; raise LoaderError with a readable reason if it is broken."""
+
+
+def registered_loaders() -> list[Loader]:
+    loaders = []
+    for entry in LOADERS:
+        module, _, cls = entry.partition(":")
+        loaders.append(getattr(importlib.import_module(module), cls)())
+    return loaders
+
+
+def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -> tuple[list[LoadedRun], list[Skipped]]:
+    """Every run under `paths` (run folders, folders of them, platform outputs), and what was skipped."""
+    loaders = loaders if loaders is not None else registered_loaders()
+    runs: list[LoadedRun] = []
+    skipped: list[Skipped] = []
+
+    def visit(path: Path, depth: int, top: bool) -> bool:
+        if path.name.startswith(PARTIAL_PREFIX):
+            skipped.append(Skipped(path, "incomplete: the run stopped before its record was published"))
+            return True
+        for loader in loaders:
+            if loader.recognizes(path):
+                try:
+                    runs.extend(loader.load(path))
+                except LoaderError as e:
+                    skipped.append(Skipped(path, str(e)))
+                return True
+        if path.is_dir() and depth < MAX_DEPTH:
+            children = sorted(p for p in path.iterdir() if not p.name.startswith(".") or p.name.startswith(PARTIAL_PREFIX))
+            found = [visit(c, depth + 1, False) for c in children if c.is_dir() or c.suffix == ".zip"]
+            if any(found):
+                return True
+        if top or (path.is_dir() and depth == 1):
+            skipped.append(Skipped(path, "not a run record (no run.json, and no loader recognises it)"))
+        return False
+
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            skipped.append(Skipped(p, "no such file or folder"))
+            continue
+        visit(p, 0, True)
+    return runs, skipped

@@ -1,0 +1,40 @@
+"""The native run record folder (see results/SCHEMA.md)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.record import RUN_JSON, SCHEMA_VERSION, STATUSES
+from results.loaders import LoadedRun, Loader, LoaderError
+
+REQUIRED_KEYS = ("schema_version", "run_id", "platform", "status", "spec", "spec_hash")
+
+
+def validate_run(run: object, where: str) -> dict:
+    """The checks every loader applies to a run.json-shaped dict."""
+    if not isinstance(run, dict):
+        raise LoaderError(f"{where}: run.json is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in run]
+    if missing:
+        raise LoaderError(f"{where}: run.json lacks {', '.join(missing)}")
+    version = run["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise LoaderError(f"record schema version {version} is newer than this harness reads ({SCHEMA_VERSION}); upgrade the harness")
+    if run["status"] not in STATUSES:
+        raise LoaderError(f"unknown status {run['status']!r}")
+    return run
+
+
+class RunRecordLoader(Loader):
+    name = "record"
+
+    def recognizes(self, path: Path) -> bool:
+        return path.is_dir() and (path / RUN_JSON).is_file()
+
+    def load(self, path: Path) -> list[LoadedRun]:
+        try:
+            run = json.loads((path / RUN_JSON).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LoaderError(f"corrupt run.json ({e})") from None
+        validate_run(run, str(path))
+        return [LoadedRun(run, path, self.name, path / "predictions.npy")]
