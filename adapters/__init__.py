@@ -21,6 +21,20 @@ PLATFORMS = {
     "codalab": "adapters.codalab",
 }
 
+# A platform that announces itself through the environment is the default there.
+DETECT = {"KAGGLE_KERNEL_RUN_TYPE": "kaggle", "CODALAB": "codalab"}
+
+
+def detect_platform(environ: dict[str, str] | None = None) -> str:
+    """`kaggle` inside a Kaggle kernel, `codalab` inside a CodaLab worker, else `local`."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for var, name in DETECT.items():
+        if environ.get(var) and environ.get(var) != "false":
+            return name
+    return "local"
+
 
 def platform_module(name: str) -> ModuleType:
     if name not in PLATFORMS:
