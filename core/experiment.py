@@ -47,7 +47,8 @@ def build_model(spec: ExperimentSpec):
                        "rmsprop": "RMSprop", "adadelta": "Adadelta", "adagrad": "Adagrad"}[spec.optimizer.name]
     optimizer = getattr(keras.optimizers, optimizer_class)(learning_rate=spec.optimizer.learning_rate,
                                                           **spec.optimizer.args)
-    model.compile(loss=spec.loss, optimizer=optimizer, metrics=["accuracy"])
+    # How the steps are run (several per call into TensorFlow; XLA or not) is the backend's business.
+    model.compile(loss=spec.loss, optimizer=optimizer, metrics=["accuracy"], **backend.compile_options())
     return model
 
 
@@ -57,9 +58,15 @@ def _layer_kwargs(args: dict[str, Any]) -> dict[str, Any]:
 
 # --- Stage 2: training ------------------------------------------------------------
 
+def split_sizes(n: int, split: float) -> tuple[int, int]:
+    """(training, validation) image counts when the first `split` of `n` trains."""
+    n_train = int(round(n * split))
+    return n_train, n - n_train
+
+
 def split_train_validation(data: Mnist, split: float):
     """The first `split` of the training set trains, the rest validates (as Keras's validation_split)."""
-    n_train = int(round(len(data.x_train) * split))
+    n_train, _ = split_sizes(len(data.x_train), split)
     train = (data.x_train[:n_train], data.y_train[:n_train])
     val = (data.x_train[n_train:], data.y_train[n_train:]) if n_train < len(data.x_train) else None
     return train, val
@@ -174,7 +181,7 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "platform": platform, "status": "failed",
         "started_at": utc_now(), "finished_at": None, "spec": spec.to_dict(), "spec_hash": spec.hash,
         "data_digest": data.digest(), "data": {"source": data.source, "n_train": len(data.x_train),
-                                               "n_test": len(data.x_test)},
+                                               "n_test": len(data.x_test), "verified_by": data.verified_by},
         "seed": spec.seed, "determinism": {}, "environment": {}, "timings": {}, "metrics": {},
         "weights_sha256": None, "predictions_sha256": None, "error": None,
     }
@@ -182,8 +189,9 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
         run["environment"] = environment.fingerprint({"platform_info": platform_info} if platform_info else None)
         run["determinism"] = backend.configure(spec.seed, deterministic)
         run["environment"]["runtime"] = backend.runtime_info()
-        run["determinism"]["threads"] = run["environment"]["runtime"].get("threads")
         model = build_model(spec)
+        # What Keras settled on (it turns XLA off by itself when op determinism is on).
+        run["determinism"].update(steps_per_execution=model.steps_per_execution, jit_compile=bool(model.jit_compile))
         log(f"[run] {run_id}: {spec.name} ({spec.short_hash}), {len(data.x_train)} train / "
             f"{len(data.x_test)} test images, {spec.epochs} epochs")
         history, seconds = train(model, spec, data, callbacks)

@@ -1,0 +1,1 @@
+"""The benchmark's own scripts, run by `run.py bench` (cli/bench.py) as separate processes."""
