@@ -32,6 +32,7 @@ from core.errors import HarnessError, UsageError
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 RECORD_COUNT = 1000
+DEFAULT_VARIANTS = ["HARNESS_STEPS_PER_EXECUTION=1"]
 PROCESS_TIMEOUT = 3600.0  # a stuck child must not hang `make bench` forever
 
 
@@ -250,42 +251,58 @@ class Bench:
         bare = self.figure("bare_epoch", "bare Keras (keras-io way): seconds per epoch", "s")
         first = self.figure("harness_first_epoch", "harness: first epoch (traces the graph)", "s")
         gemm = self.figure("gemm", f"float32 GEMM {self.args.gemm_n}² through TensorFlow", "GFLOP/s", higher=True)
+        variants = {v: self.figure(f"variant {v}", f"harness with {v}: seconds per epoch", "s") for v in self.args.variant}
         ratios: list[float] = []
-        for r in range(self.args.repeats):
-            def run_harness():
-                runs = self.work / f"runs-{r}"
-                proc = run_timed([*harness_cmd, "--runs-dir", str(runs)])
+        variant_ratios: dict[str, list[float]] = {v: [] for v in variants}
+
+        def harness_run(fig: Figure, env: dict[str, str], tag: str) -> Callable[[], None]:
+            def run() -> None:
+                runs = self.work / f"runs-{tag}-{len(fig.samples)}"
+                proc = run_timed([*harness_cmd, "--runs-dir", str(runs)], env=env)
                 record = json.loads(next(runs.glob("*/run.json")).read_text())
                 seconds = record["timings"]["epoch_seconds"]
-                harness.samples.append(steady_epoch(seconds))
-                first.samples.append(seconds[0])
-                self.facts["harness_settings"] = {k: record["determinism"].get(k) for k in
-                                                  ("op_determinism", "jit_compile", "steps_per_execution", "threads")}
-                self.facts.setdefault("harness_rss_mb", []).append(proc.peak_rss_mb)
+                fig.samples.append(steady_epoch(seconds))
+                if not env:
+                    first.samples.append(seconds[0])
+                    self.facts["harness_settings"] = {k: record["determinism"].get(k) for k in
+                                                      ("op_determinism", "jit_compile", "steps_per_execution", "threads")}
+                    self.facts.setdefault("harness_rss_mb", []).append(proc.peak_rss_mb)
+            return run
 
-            def run_bare():
-                result = run_timed(bare_cmd).json()
-                bare.samples.append(steady_epoch(result["epoch_seconds"]))
-                self.facts["bare_model"] = {"params": result["params"], "layers": result["layers"]}
+        def run_bare() -> None:
+            result = run_timed(bare_cmd).json()
+            bare.samples.append(steady_epoch(result["epoch_seconds"]))
+            self.facts["bare_model"] = {"params": result["params"], "layers": result["layers"]}
 
-            def run_machine():
-                result = run_timed(machine_cmd).json()
-                gemm.samples.extend(result["gemm_gflops"])
-                self.facts["machine"] = result
+        def run_machine() -> None:
+            result = run_timed(machine_cmd).json()
+            gemm.samples.extend(result["gemm_gflops"])
+            self.facts["machine"] = result
 
-            # Alternate who goes first, so neither always follows the GEMM's heat.
-            for step in ([run_harness, run_bare, run_machine] if r % 2 == 0 else [run_bare, run_harness, run_machine]):
+        runners = [harness_run(harness, {}, "harness"), run_bare,
+                   *(harness_run(fig, dict([v.split("=", 1)]), f"variant{i}") for i, (v, fig) in enumerate(variants.items()))]
+        for r in range(self.args.repeats):
+            # Each round starts with the next runner, so none always runs first (or right after the GEMM).
+            for step in runners[r % len(runners):] + runners[:r % len(runners)]:
                 step()
+            run_machine()
             self.check_same_model()
             ratios.append(harness.samples[-1] / bare.samples[-1])
+            for v, fig in variants.items():
+                variant_ratios[v].append(fig.samples[-1] / harness.samples[-1])
             self.note_load(f"training round {r + 1}")
             self.log(f"[bench] round {r + 1}/{self.args.repeats}: harness {harness.samples[-1]:.2f} s/epoch, "
-                     f"bare Keras {bare.samples[-1]:.2f} s/epoch, GEMM {max(gemm.samples[-self.args.gemm_repeats:]):.0f} GFLOP/s")
+                     f"bare Keras {bare.samples[-1]:.2f} s/epoch, GEMM {max(gemm.samples[-self.args.gemm_repeats:]):.0f} GFLOP/s"
+                     + "".join(f", {v} {fig.samples[-1]:.2f} s/epoch" for v, fig in variants.items()))
 
         self.figures["overhead"] = Figure(
             "overhead: harness / bare Keras, per epoch", "ratio", samples=ratios, target=("<=", 1.02),
             note="median of the rounds' paired ratios; best: best harness / best bare")
         self.figures["overhead"].best_value = harness.best / bare.best
+        for v, fig in variants.items():
+            self.figures[f"variant {v} ratio"] = Figure(
+                f"harness with {v} / harness as it is, per epoch", "ratio", samples=variant_ratios[v],
+                best_value=fig.best / harness.best, note="paired A/B per round; above 1: slower with the variant")
         flops = self.facts["machine"]["epoch_flops"]
         for key, fig, label in (("harness_gflops", harness, "harness"), ("bare_gflops", bare, "bare Keras")):
             rate = Figure(f"{label}: training GFLOP/s", "GFLOP/s", higher=True,
@@ -391,7 +408,8 @@ class Bench:
             "| figure | best | median | target | verdict | n | note |",
             "|---|---:|---:|---|---|---:|---|",
         ]
-        order = ["overhead", "harness_epoch", "bare_epoch", "harness_first_epoch", "harness_gflops", "bare_gflops",
+        order = ["overhead", "harness_epoch", "bare_epoch", "harness_first_epoch",
+                 *(k for k in self.figures if k.startswith("variant ")), "harness_gflops", "bare_gflops",
                  "gemm", "harness_gflops_fraction", "bare_gflops_fraction", "help", "compare_empty", "data_verify",
                  "data_load", "data_load_full", "compare_records", "e2e_wall", "e2e_accuracy", "e2e_rss"]
         for key in order:
@@ -467,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images (default: all 10,000)")
     p.add_argument("--e2e-epochs", type=int, help="epochs of the end-to-end run (default: the canonical spec's)")
     p.add_argument("--records", type=int, default=RECORD_COUNT, help=f"records to compare (default {RECORD_COUNT})")
+    p.add_argument("--variant", action="append", metavar="ENV=VALUE",
+                   help="also run the harness with this environment variable in every round, as an A/B row "
+                        f"(repeatable; default: {' '.join(DEFAULT_VARIANTS)}, what several steps per call buys; "
+                        "'none' for no variant)")
     p.add_argument("--gemm-n", type=int, default=4096, help="GEMM matrix size (default 4096)")
     p.add_argument("--gemm-repeats", type=int, default=3, help="timed GEMMs per round (default 3)")
     p.add_argument("--quick", action="store_true",
@@ -491,6 +513,10 @@ def main(command: str, argv: list[str]) -> int:
     for name in ("repeats", "epochs", "records", "gemm_n", "gemm_repeats"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    args.variant = [] if args.variant == ["none"] else (args.variant or list(DEFAULT_VARIANTS))
+    for v in args.variant:
+        if "=" not in v or not v.split("=", 1)[0].isidentifier():
+            raise UsageError(f"--variant {v!r}: expected ENV=VALUE, e.g. HARNESS_INTER_OP_THREADS=1")
     bench = Bench(args, log=print)
     try:
         text = bench.run()

@@ -405,8 +405,10 @@ def load_cache(folder: Path | None = None, full_check: bool = False) -> Mnist:
     replaces or touches the file through the file system changes its ctime, which no
     program can set back, so the stamp no longer matches and the full SHA-256 check
     runs again (then re-stamps; a file changed in the last STAMP_MIN_AGE_S seconds is
-    never stamped, as a second change in the same clock tick would keep its ctime). Not caught: damage below the file system (a disk
-    flipping bits) and someone able to write both the file and the stamp. For those,
+    never stamped, as a second change in the same clock tick would keep its ctime).
+    Bytes damaged without the file system knowing (a failing disk) are still caught:
+    every read checks each array's CRC-32 in the zip. What the stamp gives up is the
+    defence against someone able to write both the cache and its stamp; for that,
     `full_check=True` (`run.py data verify`, or HARNESS_FULL_DATA_CHECK=1) hashes
     everything. The record says which happened: `data.verified_by` is `sha256` or `stamp`.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import io
+import json
 import os
 import pickle
 import shutil
@@ -214,15 +215,35 @@ def test_stamp_skips_the_hash_until_the_file_changes(tmp_path, mnist):
     warm = data.load_cache(folder)
     assert warm.verified_by == "stamp" and warm.digest() == data.FULL_DIGEST
     assert data.load_cache(folder, full_check=True).verified_by == "sha256"
-    # One flipped byte, written in place with the old mtime put back: ctime still moves.
+    # Another image, as a well-formed file of the same size (the zip's CRCs agree with it),
+    # written in place with the old mtime put back: only the ctime tells, and it is enough.
+    arrays = {k: v.copy() for k, v in mnist.arrays().items()}
+    arrays["x_train"][0, 14, 14] ^= 0xFF
+    np.savez(tmp_path / "edited.npz", **arrays)
     path = folder / data.CACHE_FILE
     before = path.stat()
+    assert (tmp_path / "edited.npz").stat().st_size == before.st_size
+    with open(path, "r+b") as f:
+        f.write((tmp_path / "edited.npz").read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_ino == before.st_ino
+    with pytest.raises(DataError, match="x_train has SHA-256"):
+        data.load_cache(folder)
+
+
+def test_damage_under_a_matching_stamp_is_still_caught_by_the_zip_crc(tmp_path, mnist):
+    """What the stamp cannot see (bytes changed without the file system knowing) the CRC-32 does."""
+    folder = _settled_cache(tmp_path, mnist)
+    path = folder / data.CACHE_FILE
+    stamp = json.loads((folder / data.STAMP_FILE).read_text())
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    with open(path, "r+b") as f:
-        f.write(bytes(blob))
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    with pytest.raises(DataError, match="x_train has SHA-256"):
+    path.write_bytes(bytes(blob))
+    st = path.stat()  # forge the stamp to fit the damaged file, as bit rot would "fit" it
+    stamp["identity"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                         "inode": st.st_ino, "device": st.st_dev}
+    (folder / data.STAMP_FILE).write_text(json.dumps(stamp))
+    with pytest.raises(DataError, match="Bad CRC-32"):
         data.load_cache(folder)
 
 
