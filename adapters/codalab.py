@@ -1,6 +1,6 @@
 """CodaLab Worksheets: a code bundle, a data bundle, the exact `cl` commands, and the run in a worker.
 
-    run.py bundle codalab --out DIR [spec options] [resources]   DIR/code, DIR/data, codalab-run.sh, codalab-manifest.json
+    run.py bundle codalab --out DIR [spec options] [resources]   code/, data/, codalab-run.sh, the manifest
     run.py push codalab DIR                                      run DIR/codalab-run.sh (needs `cl` on PATH)
     run.py pull codalab BUNDLE                                   `cl download` a run bundle; its record goes to runs/
     run.py --platform codalab ...                                inside a worker (the default where CODALAB=true)
@@ -312,7 +312,8 @@ def bundle_parser() -> argparse.ArgumentParser:
     g.add_argument("--time", default=res["time"], help=f"time limit (default: {res['time']})")
     g.add_argument("--worksheet", default=defaults["worksheet"],
                    help="worksheet name for `cl work` (default: your home worksheet)")
-    g.add_argument("--instance", default=defaults["instance"], help=f"CodaLab instance (default: {defaults['instance']})")
+    g.add_argument("--instance", default=defaults["instance"],
+                   help=f"CodaLab instance (default: {defaults['instance']})")
     return parser
 
 
@@ -337,15 +338,21 @@ def cli_bundle(argv: list[str]) -> int:
     return 0
 
 
+def docker_image(requested: str | None, gpus: int, tensorflow: str | None, template: dict[str, Any]) -> str:
+    """The image asked for, else TensorFlow's own image at our pin (its -gpu variant when GPUs are requested)."""
+    if requested:
+        return requested
+    if not tensorflow:
+        raise UsageError("cannot tell which TensorFlow the harness pins (no requirements.txt); pass --docker-image")
+    return template["resources"]["docker_image_gpu" if gpus else "docker_image"].format(tensorflow=tensorflow)
+
+
 def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -> dict[str, Any]:
     """Write code/, data/, the script and the manifest into `folder`; returns the manifest."""
     template = manifest_template()
     pins = pinned_versions()
     tensorflow = pins.get("tensorflow") or _version("tensorflow")
-    if args.docker_image is None and not tensorflow:
-        raise UsageError("cannot tell which TensorFlow the harness pins (no requirements.txt); pass --docker-image")
-    image_key = "docker_image_gpu" if args.gpus else "docker_image"
-    image = args.docker_image or template["resources"][image_key].format(tensorflow=tensorflow)
+    image = docker_image(args.docker_image, args.gpus, tensorflow, template)
     built_at, stamp = utc_now(), f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     harness = git_state()
 

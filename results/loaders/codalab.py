@@ -50,5 +50,6 @@ def why_no_record(bundle: Path) -> str:
     if any(p.is_dir() and p.name.startswith(PARTIAL_PREFIX) for p in bundle.glob("*/*")):
         return "an unfinished .partial- record: the run was stopped (time or memory limit?) or is still running"
     stderr = bundle / "stderr"
-    lines = [line for line in stderr.read_text(errors="replace").splitlines() if line.strip()] if stderr.is_file() else []
+    text = stderr.read_text(errors="replace") if stderr.is_file() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
     return f"stderr ends: {lines[-1].strip()[:300]}" if lines else "its stderr is empty"
