@@ -60,7 +60,7 @@ SECRET_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION
 
 # CodaLab's own formats (`cl help run`): names, sizes, durations.
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")
-WORKSHEET_UUID = re.compile(r"^0x[0-9a-f]{32}$")
+CODALAB_UUID = re.compile(r"^0x[0-9a-f]{32}$")  # bundles and worksheets
 SIZE = re.compile(r"^\d+(\.\d+)?[kmgt]?$", re.I)
 DURATION = re.compile(r"^\d+(\.\d+)?[smhd]?$")
 INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[^\s:]*)?$")
@@ -111,7 +111,7 @@ class CodaLabPlatform(Platform):
     def platform_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.name, "in_worker": os.environ.get("CODALAB") == "true"}
         cwd = Path.cwd().name
-        if WORKSHEET_UUID.match(cwd):  # the worker's working directory is /<run bundle uuid>
+        if CODALAB_UUID.match(cwd):  # the worker's working directory is /<run bundle uuid>
             info["run_bundle_uuid"] = cwd
         bundle_file = HARNESS_ROOT / BUNDLE_INFO
         if bundle_file.is_file():
@@ -285,7 +285,7 @@ def _check_resources(args: argparse.Namespace) -> None:
         raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
     if args.gpus < 0:
         raise UsageError(f"--gpus must be 0 or more, got {args.gpus}")
-    if args.worksheet is not None and not (NAME.match(args.worksheet) or WORKSHEET_UUID.match(args.worksheet)):
+    if args.worksheet is not None and not (NAME.match(args.worksheet) or CODALAB_UUID.match(args.worksheet)):
         raise UsageError(f"--worksheet {args.worksheet!r}: a CodaLab worksheet name matches {NAME.pattern}")
     if not (INSTANCE_URL.match(args.instance) or NAME.match(args.instance)):
         raise UsageError(f"--instance {args.instance!r}: expected a URL (https://worksheets.codalab.org) "
