@@ -22,6 +22,7 @@ from core.record import PARTIAL_PREFIX
 LOADERS = [
     "results.loaders.record:RunRecordLoader",
     "results.loaders.codalab:CodaLabBundleLoader",
+    "results.loaders.comet:CometArchiveLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 
