@@ -165,7 +165,11 @@ class CometSession:
             if note:
                 log(f"[comet] {note}; logging to an offline archive instead (upload it later: "
                     f"python run.py push comet ARCHIVE)")
-            experiment = comet_ml.OfflineExperiment(**settings)
+            try:
+                experiment = comet_ml.OfflineExperiment(**settings)
+            except Exception as e:  # noqa: BLE001 — e.g. an unwritable temporary folder; nothing has run yet
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise CometError(f"could not start a Comet offline experiment: {type(e).__name__}: {e}") from None
         session = cls(experiment, "offline" if note or not key else "online", scratch, log, note)
         session.log_spec(spec)
         log(f"[comet] {session.mode} experiment {experiment.get_key()}"

@@ -1,8 +1,10 @@
 """The comet platform with the real comet_ml, offline: nothing here may leave 127.0.0.1.
 
-Two tiny runs share one TensorFlow import (a Comet run and a local run of the
-same spec); the secret test runs `run.py` in a subprocess, so that comet_ml's
-console and log file are set up as a user gets them.
+All training happens in one child process (one TensorFlow import), through
+`run.py`'s own entry point, so its console and comet_ml's log file are exactly
+what a user gets: a local run, a Comet run without a key, a Comet run with a
+fake key and an unreachable server, and a Comet run whose model Keras refuses.
+The tests below read what it left; push and pull run in this process.
 """
 from __future__ import annotations
 
@@ -28,6 +30,42 @@ TINY = ["--epochs", "2", "--train-limit", "300", "--test-limit", "200"]
 COMET_VARS = ("COMET_API_KEY", "COMET_WORKSPACE", "COMET_PROJECT_NAME", "COMET_URL_OVERRIDE", "COMET_CONFIG",
               "COMET_INI", "COMET_OFFLINE_DIRECTORY", "COMET_LOGGING_FILE", "COMET_LOGGING_FILE_LEVEL")
 
+# The child: a network guard that lets only loopback through, then four runs through run.py's main().
+DRIVER = r"""
+import json, os, socket, sys
+root, runs, tiny, fake_key = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, root)
+attempts, real_connect, real_getaddrinfo = [], socket.socket.connect, socket.getaddrinfo
+loopback = lambda host: isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))
+def connect(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not loopback(address[0]):
+        attempts.append(str(address)); raise OSError(f"network guard: no connection to {address}")
+    return real_connect(sock, address)
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and not loopback(host):
+        attempts.append(str(host)); raise socket.gaierror(f"network guard: no lookup of {host}")
+    return real_getaddrinfo(host, *args, **kwargs)
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+
+import run
+exits = {}
+def go(name, *argv):
+    print(f"=== {name}", flush=True)
+    try:
+        exits[name] = run.main([*argv, "--runs-dir", os.path.join(runs, name)])
+    except Exception as e:
+        exits[name] = f"{type(e).__name__}: {e}"
+    print(f"=== {name}: {exits[name]}", flush=True)
+go("local", "--platform", "local", *tiny)
+go("comet", "--platform", "comet", *tiny)
+os.environ["COMET_API_KEY"] = fake_key
+go("unreachable", "--platform", "comet", *tiny)
+del os.environ["COMET_API_KEY"]
+go("failed", "--platform", "comet", *tiny, "--set", "layers.0.kernel_size=40")
+with open(os.path.join(runs, "driver.json"), "w") as f:
+    json.dump({"exits": exits, "network_attempts": attempts}, f)
+"""
+
 
 def closed_port() -> int:
     with socket.socket() as s:
@@ -47,74 +85,43 @@ def comet_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory):
-    """This module's environment (see comet_env), a working folder without .comet.config, and a network guard."""
-    home = tmp_path_factory.mktemp("home")
-    attempts: list = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def loopback_only(host) -> bool:
-        return isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not loopback_only(address[0]):
-            attempts.append(address)
-            raise OSError(f"test network guard: no connection to {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host is not None and not loopback_only(host):
-            attempts.append(host)
-            raise socket.gaierror(f"test network guard: no lookup of {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in COMET_VARS:
-            mp.delenv(name, raising=False)
-        for name, value in comet_env(home).items():
-            mp.setenv(name, value)
-        mp.chdir(home)
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        yield home
-    assert attempts == [], f"something tried to leave this machine: {attempts}"
+def driven(tmp_path_factory):
+    """Run DRIVER once; returns its folder (runs, HOME, comet.log), console and exit codes."""
+    top = tmp_path_factory.mktemp("comet")
+    runs, comet_log = top / "runs", top / "comet.log"
+    runs.mkdir()
+    env = comet_env(top, COMET_LOGGING_FILE=str(comet_log), COMET_LOGGING_FILE_LEVEL="DEBUG")
+    out = subprocess.run([sys.executable, "-c", DRIVER, str(ROOT), str(runs), json.dumps(TINY), FAKE_KEY],
+                         capture_output=True, text=True, timeout=900, env=env, cwd=top)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((runs / "driver.json").read_text())
+    assert result["network_attempts"] == []
+    return {"top": top, "runs": runs, "comet_log": comet_log, "stdout": out.stdout, "stderr": out.stderr,
+            "exits": result["exits"]}
 
 
-def run_in_process(platform: str, runs_dir: Path, *extra: str) -> Path:
-    from cli.run import main
-
-    assert main("run", ["--platform", platform, *TINY, "--runs-dir", str(runs_dir), *extra]) == 0
-    (record,) = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()]
-    return record
+def record(driven, name: str) -> Path:
+    assert driven["exits"][name] == 0, driven["exits"]
+    (folder,) = [p for p in (driven["runs"] / name).iterdir() if (p / "run.json").is_file()]
+    return folder
 
 
-@pytest.fixture(scope="module")
-def comet_record(isolated, tmp_path_factory) -> Path:
-    return run_in_process("comet", tmp_path_factory.mktemp("comet-runs"))
+def archive_of(folder: Path) -> Path:
+    return folder / read_run_json(folder)["links"]["comet"]["archive"]
 
 
-@pytest.fixture(scope="module")
-def local_record(isolated, tmp_path_factory) -> Path:
-    return run_in_process("local", tmp_path_factory.mktemp("local-runs"))
-
-
-def archive_of(record: Path) -> Path:
-    links = read_run_json(record)["links"]["comet"]
-    return record / links["archive"]
-
-
-def test_record_completes_and_names_its_offline_experiment(comet_record):
-    run = read_run_json(comet_record)
+def test_record_completes_and_names_its_offline_experiment(driven):
+    run = read_run_json(record(driven, "comet"))
     assert run["status"] == "completed" and run["platform"] == "comet"
     links = run["links"]["comet"]
-    assert links["mode"] == "offline" and "publish_error" not in links
+    assert links["mode"] == "offline" and "publish_error" not in links and "offline_reason" not in links
     assert links["archive"] == f"comet/{links['experiment_key']}.zip"
-    assert archive_of(comet_record).is_file()
+    assert archive_of(record(driven, "comet")).is_file()
 
 
-def test_archive_holds_every_epoch_metric_and_spec_parameter(comet_record):
-    run = read_run_json(comet_record)
-    log = read_archive(archive_of(comet_record))
+def test_archive_holds_every_epoch_metric_and_spec_parameter(driven):
+    folder = record(driven, "comet")
+    run, log = read_run_json(folder), read_archive(archive_of(folder))
 
     logged = {(m["name"], m["epoch"]): m for m in log.metrics}
     assert set(run["history"]) == {"accuracy", "loss", "val_accuracy", "val_loss"}
@@ -134,109 +141,128 @@ def test_archive_holds_every_epoch_metric_and_spec_parameter(comet_record):
     assert log.others["spec_hash"] == run["spec_hash"] and log.others["data_digest"] == run["data_digest"]
     assert log.others["weights_sha256"] == run["weights_sha256"]
     assert sorted(log.tags) == sorted(["platform:comet", "backend:tensorflow", f"spec:{run['spec_hash'][:8]}"])
-    assert log.read_asset("model.h5") == (comet_record / "model.h5").read_bytes()
+    assert log.read_asset("model.h5") == (folder / "model.h5").read_bytes()
     assert json.loads(log.read_asset("environment.json")) == run["environment"]
     matrix = json.loads(log.read_asset("confusion-matrix.json"))["matrix"]
     assert sum(map(sum, matrix)) == 200
 
 
-def test_comet_run_and_local_run_of_the_same_spec_are_identical(comet_record, local_record):
-    runs, skipped = discover([local_record, archive_of(comet_record), comet_record])
+def test_comet_run_and_local_run_of_the_same_spec_are_identical(driven):
+    comet = record(driven, "comet")
+    runs, skipped = discover([record(driven, "local"), archive_of(comet), comet])
     assert skipped == []
-    local, from_archive, comet = runs
-    assert (local.loader, from_archive.loader, comet.loader) == ("record", "comet-archive", "record")
+    local, from_archive, comet_record = runs
+    assert (local.loader, from_archive.loader, comet_record.loader) == ("record", "comet-archive", "record")
     assert from_archive.run["platform"] == "comet" and from_archive.run["status"] == "completed"
     # the archive gives back the Comet run's own record, key for key
     assert {k: v for k, v in from_archive.run.items() if k != "links"} == \
-           {k: v for k, v in comet.run.items() if k != "links"}
+           {k: v for k, v in comet_record.run.items() if k != "links"}
     for key in ("spec_hash", "data_digest", "weights_sha256", "predictions_sha256", "history"):
         assert from_archive.run[key] == local.run[key], key
     assert np.array_equal(from_archive.predictions(), local.predictions())
 
 
-def test_comet_offline_cli_reads_the_archive(isolated, comet_record):
+def test_comet_offline_cli_reads_the_archive(driven):
     out = subprocess.run([sys.executable, "-m", "comet_ml.scripts.comet_offline", "--csv",
-                          str(archive_of(comet_record))], capture_output=True, text=True, timeout=300,
-                         env=comet_env(isolated, COMET_DISABLE_AUTO_LOGGING="1"))
+                          str(archive_of(record(driven, "comet")))], capture_output=True, text=True, timeout=300,
+                         env=comet_env(driven["top"], COMET_DISABLE_AUTO_LOGGING="1"))
     assert out.returncode == 0, out.stderr
     rows = out.stdout.splitlines()
     assert any('"metric","val_loss"' in row for row in rows)
     assert any('"param","optimizer.learning_rate","0.001"' in row for row in rows)
 
 
-def test_unreachable_comet_still_completes_and_never_shows_the_key(tmp_path):
-    """A fake key, a closed port: the run completes offline; the key is in no file and no output."""
-    runs, comet_log = tmp_path / "runs", tmp_path / "comet.log"
-    env = comet_env(tmp_path, COMET_API_KEY=FAKE_KEY, COMET_LOGGING_FILE=str(comet_log),
-                    COMET_LOGGING_FILE_LEVEL="DEBUG")
-    out = subprocess.run([sys.executable, str(ROOT / "run.py"), "--platform", "comet", "--epochs", "1",
-                          "--train-limit", "300", "--test-limit", "200", "--runs-dir", str(runs)],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (record,) = runs.iterdir()
-    run = read_run_json(record)
+def test_unreachable_comet_still_completes_with_an_archive(driven):
+    folder = record(driven, "unreachable")
+    run = read_run_json(folder)
     assert run["status"] == "completed"
     links = run["links"]["comet"]
     assert links["mode"] == "offline" and "could not reach Comet" in links["offline_reason"]
-    assert read_archive(record / links["archive"]).others["status"] == "completed"
-    assert "logging to an offline archive instead" in out.stdout
+    assert read_archive(archive_of(folder)).others["status"] == "completed"
+    assert "logging to an offline archive instead" in driven["stdout"]
+    assert "Connection refused" in driven["comet_log"].read_text()  # comet_ml did try, and logged it
 
-    assert comet_log.stat().st_size > 0  # comet_ml did log, at DEBUG, the failed connection
-    assert "Connection refused" in comet_log.read_text()
-    texts = {"stdout": out.stdout, "stderr": out.stderr}
-    for path in tmp_path.rglob("*"):
+
+def test_the_key_appears_in_no_file_and_no_output(driven):
+    texts = {"stdout": driven["stdout"], "stderr": driven["stderr"]}
+    for path in driven["top"].rglob("*"):  # records, archives, comet.log, whatever landed in HOME
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")
             if zipfile.is_zipfile(path):
                 with zipfile.ZipFile(path) as z:
                     texts.update({f"{path}:{n}": z.read(n).decode("latin-1") for n in z.namelist()})
-    assert len(texts) > 15
+    assert str(driven["comet_log"]) in texts and len(texts) > 40
     assert [where for where, text in texts.items() if FAKE_KEY in text] == []
 
 
-def test_failed_run_keeps_a_failed_record_and_its_comet_archive(isolated, tmp_path):
-    from cli.run import main
-
-    runs = tmp_path / "runs"
-    with pytest.raises(ValueError):  # a 40x40 kernel does not fit a 28x28 image: Keras refuses the model
-        main("run", ["--platform", "comet", *TINY, "--runs-dir", str(runs), "--set", "layers.0.kernel_size=40"])
-    (record,) = [p for p in runs.iterdir() if p.name != "comet-unfinished"]
-    assert read_run_json(record)["status"] == "failed"
+def test_failed_run_keeps_a_failed_record_and_its_comet_archive(driven):
+    runs = driven["runs"] / "failed"
+    assert driven["exits"]["failed"].startswith("ValueError")  # Keras refuses a 40x40 kernel on 28x28 images
+    (folder,) = [p for p in runs.iterdir() if p.name != "comet-unfinished"]
+    assert read_run_json(folder)["status"] == "failed"
     (loaded,), skipped = discover([runs / "comet-unfinished"])
     assert skipped == []
     assert loaded.run["status"] == "failed" and loaded.run["error"].startswith("ValueError")
     assert loaded.run["spec"]["layers"][0]["kernel_size"] == 40
 
 
-def test_push_needs_a_key(isolated, comet_record):
+# --- push and pull, in this process (comet_ml, no TensorFlow) ----------------------------
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """comet_env here, in a folder without .comet.config, and no connection beyond loopback."""
+    for name in COMET_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in comet_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith("127."):
+            raise AssertionError(f"test network guard: connection to {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tmp_path
+
+
+def test_push_needs_a_key(driven, isolated):
     from adapters.comet import CometError, cli_push
 
     with pytest.raises(CometError, match="COMET_API_KEY"):
-        cli_push([str(archive_of(comet_record))])
+        cli_push([str(archive_of(record(driven, "comet")))])
 
 
-def test_push_refuses_what_is_not_an_archive(isolated, tmp_path):
+def test_pull_needs_a_key(isolated):
+    from adapters.comet import CometError, cli_pull
+
+    with pytest.raises(CometError, match="COMET_API_KEY"):
+        cli_pull(["0123456789abcdef0123456789abcdef"])
+
+
+def test_push_refuses_what_is_not_an_archive(isolated):
     from adapters.comet import cli_push
     from core.errors import UsageError
 
-    not_comet = tmp_path / "other.zip"
+    not_comet = isolated / "other.zip"
     with zipfile.ZipFile(not_comet, "w") as z:
         z.writestr("run.json", "{}")
     with pytest.raises(UsageError, match="not a Comet offline archive"):
         cli_push([str(not_comet)])
     with pytest.raises(UsageError, match="no Comet offline archive"):
-        cli_push([str(tmp_path)])
+        cli_push([str(isolated)])
 
 
-def test_push_to_an_unreachable_server_fails_and_keeps_the_archive(isolated, comet_record, capfd, monkeypatch):
-    from adapters.comet import CometError, cli_push
-
-    monkeypatch.setenv("COMET_API_KEY", FAKE_KEY)
-    archive = archive_of(comet_record)
-    before = archive.read_bytes()
-    with pytest.raises(CometError, match="1 of 1 archive"):
-        cli_push([str(comet_record)])  # the record folder: its comet/ archive
-    out, err = capfd.readouterr()
-    assert FAKE_KEY not in out + err
-    assert archive.read_bytes() == before
-    assert "uploaded" not in read_run_json(comet_record)["links"]["comet"]
+def test_push_to_an_unreachable_server_fails_and_keeps_the_archive(driven):
+    """`run.py push` as a user runs it, with a fake key: one error line, exit 1, the key nowhere."""
+    folder = record(driven, "comet")
+    before = archive_of(folder).read_bytes()
+    out = subprocess.run([sys.executable, str(ROOT / "run.py"), "push", "comet", str(folder)],
+                         capture_output=True, text=True, timeout=300, cwd=driven["top"],
+                         env=comet_env(driven["top"], COMET_API_KEY=FAKE_KEY))
+    assert out.returncode == 1
+    assert "error: 1 of 1 archive(s) not uploaded" in out.stderr
+    assert FAKE_KEY not in out.stdout + out.stderr
+    assert archive_of(folder).read_bytes() == before
+    assert "uploaded" not in read_run_json(folder)["links"]["comet"]
