@@ -1,7 +1,6 @@
 """Reading Comet offline archives back into run records (no TensorFlow; archives written by the real comet_ml)."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import zipfile
