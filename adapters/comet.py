@@ -278,8 +278,9 @@ class CometSession:
     def abandon(self, unfinished_dir: Path, error: BaseException) -> None:
         """The run failed before its record was complete: say so to Comet, end, keep the archive."""
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        cause = error.__cause__ or error  # RunFailed wraps what training raised
         try:
-            self.experiment.log_others({"status": status, "error": f"{type(error).__name__}: {error}"})
+            self.experiment.log_others({"status": status, "error": f"{type(cause).__name__}: {cause}"})
         except Exception:  # noqa: BLE001 — the original error is what matters
             pass
         archive, _ = self.end(unfinished_dir)

@@ -197,7 +197,8 @@ def test_the_key_appears_in_no_file_and_no_output(driven):
 
 def test_failed_run_keeps_a_failed_record_and_its_comet_archive(driven):
     runs = driven["runs"] / "failed"
-    assert driven["exits"]["failed"].startswith("ValueError")  # Keras refuses a 40x40 kernel on 28x28 images
+    assert driven["exits"]["failed"] == 4  # RunFailed: Keras refuses a 40x40 kernel on 28x28 images
+    assert "error: the run failed: ValueError" in driven["stderr"]
     (folder,) = [p for p in runs.iterdir() if p.name != "comet-unfinished"]
     assert read_run_json(folder)["status"] == "failed"
     (loaded,), skipped = discover([runs / "comet-unfinished"])
