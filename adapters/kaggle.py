@@ -48,6 +48,7 @@ MANIFEST = "BUNDLE.json"  # inside the embedded zip: what was bundled, from whic
 BUNDLED = ("run.py", "requirements.txt", "core", "adapters", "cli", "results")
 BUNDLED_SUFFIXES = (".py", ".yaml", ".txt")
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")  # what Kaggle makes of a title
+OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a Kaggle user name
 FINAL_STATUSES = ("complete", "error", "cancel_acknowledged")
 INSTALL_HINT = "pip install kaggle==2.2.4 kagglesdk==0.1.37"
 
@@ -208,12 +209,11 @@ def harness_files(root: Path = environment.HARNESS_ROOT) -> dict[str, Path]:
 def deterministic_zip(members: dict[str, bytes]) -> bytes:
     """A zip whose bytes depend only on the members: sorted, fixed timestamps and modes."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    with zipfile.ZipFile(buf, "w") as z:
         for name in sorted(members):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, members[name])
+            z.writestr(info, members[name], compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
     return buf.getvalue()
 
 
@@ -253,7 +253,7 @@ def kernel_id(given: str | None, spec: ExperimentSpec) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", f"mnist {spec.name} {spec.short_hash}".lower()).strip("-")
         given = f"{owner}/{slug}"
     owner, sep, slug = given.partition("/")
-    if not sep or not owner or "/" in slug or not SLUG.match(slug) or len(slug) < 5:
+    if not sep or not OWNER.match(owner) or not SLUG.match(slug) or len(slug) < 5:
         raise UsageError(f"--id {given!r}: expected OWNER/SLUG, the slug at least 5 characters of lowercase "
                          "letters, digits and hyphens (the id Kaggle derives from the title)")
     return given
@@ -296,7 +296,7 @@ def kernel_notebook(script: str, spec: ExperimentSpec, kernel: str) -> str:
 
 def build_bundle(out: Path, spec: ExperimentSpec, *, kernel: str, gpu: bool = False, notebook: bool = False,
                  datasets: Sequence[str] = (DEFAULT_DATASET,), private: bool = True, internet: bool = False,
-                 deterministic: bool = True) -> KaggleBundle:
+                 deterministic: bool = True, machine_shape: str | None = None) -> KaggleBundle:
     """Write the kernel folder for `spec` into `out`; returns what was written."""
     import yaml
 
@@ -325,9 +325,12 @@ def build_bundle(out: Path, spec: ExperimentSpec, *, kernel: str, gpu: bool = Fa
         "id": kernel, "title": kernel_title(kernel.partition("/")[2]),
         "code_file": "kernel.ipynb" if notebook else "kernel.py",
         "kernel_type": "notebook" if notebook else "script",
-        "is_private": private, "enable_gpu": gpu, "enable_internet": internet,
-        "dataset_sources": list(datasets),
+        "is_private": private, "enable_internet": internet, "dataset_sources": list(datasets),
+        "enable_gpu": gpu or (machine_shape or "").startswith("Nvidia"),
+        "enable_tpu": (machine_shape or "").startswith("Tpu"),
     })
+    if machine_shape:
+        metadata["machine_shape"] = machine_shape
     metadata_text = json.dumps(metadata, indent=2) + "\n"
     check_no_secrets({**members, metadata["code_file"]: code_text.encode(), METADATA_FILE: metadata_text.encode()})
 
@@ -363,6 +366,8 @@ def cli_bundle(argv: list[str]) -> int:
     parser.add_argument("--id", dest="kernel_id", metavar="OWNER/SLUG",
                         help="the kernel's id (default: $KAGGLE_USERNAME/mnist-<spec name>-<spec hash>)")
     parser.add_argument("--gpu", action="store_true", help="ask Kaggle for a GPU (enable_gpu)")
+    parser.add_argument("--accelerator", metavar="SHAPE",
+                        help="a Kaggle machine shape (machine_shape), e.g. NvidiaTeslaT4, NvidiaL4, TpuV38")
     parser.add_argument("--notebook", action="store_true", help="a notebook (kernel.ipynb) instead of a script")
     parser.add_argument("--dataset", action="append", metavar="OWNER/SLUG",
                         help=f"the MNIST dataset to attach (default: {DEFAULT_DATASET}); repeatable")
@@ -374,14 +379,17 @@ def cli_bundle(argv: list[str]) -> int:
     add_spec_options(parser)
     args = parser.parse_args(argv)
     spec = spec_from_args(args)
+    if args.accelerator and not re.match(r"^[A-Za-z0-9]+$", args.accelerator):
+        raise UsageError(f"--accelerator {args.accelerator!r}: expected a machine shape such as NvidiaTeslaT4")
     datasets = args.dataset or [DEFAULT_DATASET]
     for ds in datasets:
         owner, _, slug = ds.partition("/")
-        if not owner or not slug or "/" in slug:
-            raise UsageError(f"--dataset {ds!r}: expected OWNER/SLUG")
+        if not OWNER.match(owner) or not SLUG.match(slug):
+            raise UsageError(f"--dataset {ds!r}: expected OWNER/SLUG, as in kaggle.com/datasets/OWNER/SLUG")
     bundle = build_bundle(args.out, spec, kernel=kernel_id(args.kernel_id, spec), gpu=args.gpu,
                           notebook=args.notebook, datasets=datasets, private=not args.public,
-                          internet=args.internet, deterministic=args.deterministic)
+                          internet=args.internet, deterministic=args.deterministic,
+                          machine_shape=args.accelerator)
     print(f"kernel bundle {bundle.metadata['id']} (spec {spec.name}, {spec.short_hash}) in {bundle.folder}:")
     for path in bundle.files():
         print(f"  {path.name:<22} {path.stat().st_size:>9,} bytes")
@@ -404,7 +412,7 @@ def kaggle_api():
             api.authenticate()
         except SystemExit:
             raise KaggleError(
-                "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN, or save "
+                "no usable Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN, or save "
                 "kaggle.json in ~/.kaggle/ (or $KAGGLE_CONFIG_DIR); see platforms/kaggle/README.md") from None
     return api
 

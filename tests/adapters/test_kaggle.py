@@ -41,6 +41,7 @@ KERNEL = "tester/mnist-harness-test"
 KEY = "kaggle-key-0123456789abcdef"  # a test credential: it must never show up in a bundle, record or log
 TOKEN = "kaggle-token-fedcba9876543210"
 PROXY_TOKEN = "data-proxy-token-5555aaaa"
+HANG = 1800  # seconds before a child process counts as hung (a guard on a busy shared machine, not a timing check)
 
 
 # --- Fixtures: MNIST as Kaggle's dataset serves it --------------------------------------
@@ -203,6 +204,7 @@ def _bad_input(tmp_path, capsys, run):
         "upper case": ["--id", "tester/MNIST_Harness"],
         "no id, no KAGGLE_USERNAME": [],
         "bad dataset": ["--id", KERNEL, "--dataset", "mnist"],
+        "bad accelerator": ["--id", KERNEL, "--accelerator", "T4 x2"],
     }
     for case, args in cases.items():
         assert run.main(["bundle", "kaggle", "--out", str(tmp_path / "b"), *args]) == 2, case
@@ -217,7 +219,7 @@ def _bad_input(tmp_path, capsys, run):
 def test_bundling_imports_neither_the_client_nor_tensorflow(tmp_path):
     code = ("import sys, run; assert run.main(['bundle', 'kaggle', '--out', sys.argv[1], '--id', 'me/mnist-test']) == 0; "
             "print(sorted(m for m in ('kaggle', 'kagglesdk', 'tensorflow', 'keras') if m in sys.modules))")
-    out = subprocess.run([PY, "-c", code, str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([PY, "-c", code, str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=HANG)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -260,7 +262,7 @@ def runs(tmp_path_factory, idx_store):
     out = tmp / "bundle"
     env_bundle = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     built = subprocess.run([PY, "run.py", "bundle", "kaggle", "--out", str(out), "--id", KERNEL, *TINY],
-                           cwd=REPO, env=env_bundle, capture_output=True, text=True, timeout=120)
+                           cwd=REPO, env=env_bundle, capture_output=True, text=True, timeout=HANG)
     assert built.returncode == 0, built.stderr
 
     root = tmp / "kaggle"
@@ -271,11 +273,20 @@ def runs(tmp_path_factory, idx_store):
     kernel_env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", KAGGLE_ROOT=str(root), KAGGLE_URL_BASE="https://www.kaggle.com",
                       KAGGLE_DATA_PROXY_TOKEN=PROXY_TOKEN, GIT_COMMIT="image-commit-1234", BUILD_DATE="20261101-000000",
                       TMPDIR=str(tmp / "tmp"), MNIST_HARNESS_CACHE=str(tmp / "no-cache"))
-    kernel = subprocess.Popen([PY, str(out / "kernel.py")], cwd=root / "working", env=kernel_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    local = subprocess.Popen([PY, "run.py", "--platform", "local", *TINY, "--runs-dir", str(tmp / "local")],
-                             cwd=REPO, env=env_bundle, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    kernel_log, local_log = kernel.communicate(timeout=600)[0], local.communicate(timeout=600)[0]
+    started = []
+    try:
+        kernel = subprocess.Popen([PY, str(out / "kernel.py")], cwd=root / "working", env=kernel_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(kernel)
+        local = subprocess.Popen([PY, "run.py", "--platform", "local", *TINY, "--runs-dir", str(tmp / "local")],
+                                 cwd=REPO, env=env_bundle, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(local)
+        kernel_log, local_log = kernel.communicate(timeout=HANG)[0], local.communicate(timeout=HANG)[0]
+    finally:
+        for proc in started:  # never leave a training process behind a failed test
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return {"bundle": out, "root": root, "tmp": tmp, "kernel": (kernel.returncode, kernel_log),
             "local": (local.returncode, local_log), "local_runs": tmp / "local"}
 
@@ -387,7 +398,7 @@ def client(stub: KaggleStub, tmp_path: Path, *argv: str, **creds: str) -> subpro
     env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", HTTP_PROXY=stub.url, http_proxy=stub.url, NO_PROXY="", no_proxy="",
                KAGGLE_CONFIG_DIR=str(tmp_path / "kaggle-config"), HOME=str(tmp_path / "home"), **creds)
     (tmp_path / "home").mkdir(exist_ok=True)
-    return subprocess.run([PY, "run.py", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([PY, "run.py", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG)
 
 
 def sha(text: str) -> str:  # compare credentials by digest: a failing assert never prints them
@@ -395,7 +406,7 @@ def sha(text: str) -> str:  # compare credentials by digest: a failing assert ne
 
 
 def test_push_sends_the_bundle_through_the_client(tmp_path, stub, clean_env):
-    bundle = build(tmp_path, "--gpu")
+    bundle = build(tmp_path, "--accelerator", "NvidiaTeslaT4")
     result = client(stub, tmp_path, "push", "kaggle", str(bundle.folder), KAGGLE_USERNAME="tester", KAGGLE_KEY=KEY)
     assert result.returncode == 0, result.stderr
     assert "pushed /code/tester/mnist-harness-test, version 3" in result.stdout
@@ -408,14 +419,14 @@ def test_push_sends_the_bundle_through_the_client(tmp_path, stub, clean_env):
     assert (sent["slug"], sent["newTitle"], sent["language"], sent["kernelType"]) == (
         KERNEL, "mnist harness test", "python", "script")
     assert (sent["isPrivate"], sent["enableGpu"], sent["enableInternet"]) == (True, True, False)
-    assert sent["datasetDataSources"] == ["hojjatk/mnist-dataset"]
+    assert sent["datasetDataSources"] == ["hojjatk/mnist-dataset"] and sent["machineShape"] == "NvidiaTeslaT4"
 
 
 def test_missing_credentials_give_one_clear_message(tmp_path, stub):
     bundle = build(tmp_path)
     result = client(stub, tmp_path, "push", "kaggle", str(bundle.folder))
     assert result.returncode == 1
-    assert result.stderr.startswith("error: no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY")
+    assert result.stderr.startswith("error: no usable Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY")
     assert len(result.stderr.strip().splitlines()) == 1 and "Authentication required" not in result.stdout
     assert not stub.calls
 
