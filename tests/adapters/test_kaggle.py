@@ -217,7 +217,8 @@ def _bad_input(tmp_path, capsys, run):
 
 
 def test_bundling_imports_neither_the_client_nor_tensorflow(tmp_path):
-    code = ("import sys, run; assert run.main(['bundle', 'kaggle', '--out', sys.argv[1], '--id', 'me/mnist-test']) == 0; "
+    code = ("import sys, run; "
+            "assert run.main(['bundle', 'kaggle', '--out', sys.argv[1], '--id', 'me/mnist-test']) == 0; "
             "print(sorted(m for m in ('kaggle', 'kagglesdk', 'tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([PY, "-c", code, str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=HANG)
     assert out.returncode == 0, out.stderr
@@ -225,6 +226,18 @@ def test_bundling_imports_neither_the_client_nor_tensorflow(tmp_path):
 
 
 # --- Inside a kernel: finding MNIST ---------------------------------------------------------
+
+def test_a_kernel_is_detected_and_writes_to_its_working_folder(tmp_path, clean_env, monkeypatch):
+    from cli.run import parse
+
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setenv("KAGGLE_ROOT", str(tmp_path))
+    args, platform_cls = parse([], "run.py [run]")
+    assert platform_cls is adapter.KagglePlatform and args.kaggle_root == str(tmp_path)
+    assert platform_cls(args).runs_dir() == tmp_path / "working" / "runs"
+    args, _ = parse(["--runs-dir", str(tmp_path / "elsewhere"), "--kaggle-root", "/k"], "run.py [run]")
+    assert platform_cls(args).runs_dir() == tmp_path / "elsewhere" and platform_cls(args).root == Path("/k")
+
 
 def test_find_mnist_in_both_kaggle_layouts(tmp_path, idx_store):
     old = attach(idx_store, tmp_path / "old" / "input" / "mnist-dataset")
@@ -435,10 +448,12 @@ def test_status_with_an_api_token(tmp_path, stub):
     stub.statuses = ["RUNNING", "COMPLETE"]
     result = client(stub, tmp_path, "status", "kaggle", KERNEL, "--wait", "--interval", "0", KAGGLE_API_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
-    assert [l for l in result.stdout.splitlines() if l.startswith(KERNEL)] == [f"{KERNEL}: running", f"{KERNEL}: complete"]
-    assert [c["body"] for c in stub.rpcs("GetKernelSessionStatus")][-1] == {"userName": "tester",
-                                                                            "kernelSlug": "mnist-harness-test"}
-    assert all(sha(c["auth"]) == sha(f"Bearer {TOKEN}") for c in stub.rpcs("GetKernelSessionStatus"))
+    printed = [line for line in result.stdout.splitlines() if line.startswith(KERNEL)]
+    assert printed == [f"{KERNEL}: running", f"{KERNEL}: complete"]
+    assert all(sha(c["body"]["token"]) == sha(TOKEN) for c in stub.rpcs("IntrospectToken"))  # the client's check
+    calls = stub.rpcs("GetKernelSessionStatus")
+    assert len(calls) == 2 and calls[-1]["body"] == {"userName": "tester", "kernelSlug": "mnist-harness-test"}
+    assert all(sha(c["auth"]) == sha(f"Bearer {TOKEN}") for c in calls)
 
     stub.statuses, stub.failure_message = ["ERROR"], "DataError: no verified MNIST"
     result = client(stub, tmp_path, "status", "kaggle", KERNEL, "--wait", KAGGLE_API_TOKEN=TOKEN)
@@ -447,7 +462,8 @@ def test_status_with_an_api_token(tmp_path, stub):
 
 def test_pull_turns_the_kernel_output_into_a_record(tmp_path, stub, runs):
     working = runs["root"] / "working"
-    stub.outputs = [(p.relative_to(working).as_posix(), p.read_bytes()) for p in sorted(working.rglob("*")) if p.is_file()]
+    stub.outputs = [(p.relative_to(working).as_posix(), p.read_bytes())
+                    for p in sorted(working.rglob("*")) if p.is_file()]
     stub.outputs += [("__results__.html", b"<html></html>"), ("../escaped.txt", b"x"), ("/tmp/absolute.txt", b"x")]
     stub.log = '[{"stream_name":"stdout","time":1.0,"data":"[run] record completed\\n"}]'
     config = tmp_path / "kaggle-config"
