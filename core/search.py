@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
+import warnings
 from typing import Any, Mapping
 
 from core.errors import HarnessError, UsageError
@@ -347,8 +348,6 @@ def make_sampler(name: str, space: SearchSpace, seed: int):
 
 def open_storage(url: str):
     """Optuna's RDB storage at `url`, with heartbeats: a killed worker's trial is failed, then retried."""
-    import warnings
-
     import optuna
     import sqlalchemy.exc
 
@@ -395,7 +394,9 @@ def retry_failed(study, space: SearchSpace) -> list[int]:
     covered = {key(t.params) for t in trials if t.state != TrialState.FAIL}
     covered |= {key(t.system_attrs.get("fixed_params", {})) for t in trials if t.state == TrialState.WAITING}
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
     queued = []
     for t in trials:
         if t.state != TrialState.FAIL or t.number in retried:
