@@ -386,10 +386,10 @@ def explore(argv: list[str]) -> int:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines report trials; no traceback on Ctrl-C
     storage = search.open_storage(args.storage)
     direction = search.METRICS[metric][1]
-    study = search.open_study(storage, name, search.make_sampler(args.sampler, space, args.sampler_seed or base.seed),
+    study = search.open_study(storage, name, search.make_sampler(args.sampler, space, base.seed if args.sampler_seed is None else args.sampler_seed),
                               search.study_identity(base, space, metric), direction)
     print(f"[explore] study {name!r} in {args.storage}: {search.finished_trials(study)} of {target} trials done; "
           f"{args.sampler} search over {', '.join(f'{k}={list(v)}' for k, v in space.values.items())}; "

@@ -351,10 +351,12 @@ def open_storage(url: str):
     import optuna
     import sqlalchemy.exc
 
+    # SQLite allows one writer at a time; wait for the lock (other workers, heartbeats) instead of failing.
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
     except ModuleNotFoundError as e:
         raise UsageError(f"storage {url!r} needs the database driver {e.name!r}: pip install it") from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ValueError) as e:

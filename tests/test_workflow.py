@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 import run as harness
+from core import search
 from core.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,12 +168,12 @@ def test_explore_resumes_after_an_interruption(tmp_path):
 
 def second_trial_training(storage: str, runs_dir: Path) -> bool:
     """Trial 0 is complete and trial 1 has drawn its parameters and started its record."""
-    try:
-        trials = optuna.load_study(study_name="resume-test", storage=storage).trials
-    except KeyError:  # the study is not created yet
+    # Look at the files first: the database is read only near the moment awaited.
+    if not (list(runs_dir.glob("*/run.json")) and list(runs_dir.glob(".partial-*"))):
         return False
+    trials = optuna.load_study(study_name="resume-test", storage=search.open_storage(storage)).trials
     return (len(trials) == 2 and trials[0].state == TrialState.COMPLETE and trials[1].state == TrialState.RUNNING
-            and "learning_rate" in trials[1].params and any(runs_dir.glob(".partial-*")))
+            and "learning_rate" in trials[1].params)
 
 
 def wait_for(condition, process: subprocess.Popen, log: Path, limit_s: float = 1800) -> None:
