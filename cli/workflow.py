@@ -179,14 +179,16 @@ class ClaimsReport:
             presets.append(e)
         return {"title": "claims table", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": ["run.py", "reproduce", *self.argv], "seeds": self.seeds, "overrides": self.overrides,
-                "noise_band": f"max(claim tolerance (default {claims_mod.DEFAULT_TOLERANCE}), 2 x standard deviation over seeds)",
+                "noise_band": f"max(claim tolerance (default {claims_mod.DEFAULT_TOLERANCE}), "
+                              "2 x standard deviation over seeds)",
                 "environment": self.environment, "presets": presets}
 
     def markdown(self) -> str:
         data = self.to_dict()
         env = self.environment
         lines = ["# Claims table", "",
-                 f"`python run.py reproduce {' '.join(self.argv)}` — {data['generated_at']}, {self.seeds} seed(s) per preset.",
+                 f"`python run.py reproduce {' '.join(self.argv)}` — {data['generated_at']}, "
+                 f"{self.seeds} seed(s) per preset.",
                  f"Machine: {env.get('cpu') or '?'} ({env.get('logical_cores') or '?'} logical cores"
                  f"{', GPU: ' + ', '.join(env['gpus']) if env.get('gpus') else ', no GPU'}); "
                  f"TensorFlow {env.get('tensorflow') or '?'}, Keras {env.get('keras') or '?'}.",
@@ -222,7 +224,8 @@ def test_models(argv: list[str]) -> int:
                     "one table: loss, accuracy, agreement with each record's own predictions, and pairwise "
                     "disagreements. Writes OUT/NAME.md and OUT/NAME.json.")
     parser.add_argument("name", metavar="NAME", help="report name: the table goes to OUT/NAME.md and .json")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run record folders, folders of them, or run ids under --runs-dir")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run record folders, folders of them, or run ids under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where run ids are looked up (default: runs/)")
     parser.add_argument("--out", default="reports", help="folder for the table (default: reports/)")
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
@@ -372,7 +375,8 @@ def explore(argv: list[str]) -> int:
     base = load_spec(args.spec, fixed_overrides(args))
     metric = args.metric or ("val_accuracy" if base.split < 1.0 else "test_accuracy")
     if metric.startswith("val_") and base.split >= 1.0:
-        raise UsageError(f"--metric {metric} needs a validation split: give --split 0.9 (the base spec trains on all images)")
+        raise UsageError(f"--metric {metric} needs a validation split: give --split 0.9 "
+                         "(the base spec trains on all images)")
     search.check_values(base, space)
     name = args.study or search.default_study_name(base, space, metric)
     report_name = "explore-" + re.sub(r"[^A-Za-z0-9._-]", "-", name)
@@ -389,7 +393,8 @@ def explore(argv: list[str]) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines report trials; no traceback on Ctrl-C
     storage = search.open_storage(args.storage)
     direction = search.METRICS[metric][1]
-    study = search.open_study(storage, name, search.make_sampler(args.sampler, space, base.seed if args.sampler_seed is None else args.sampler_seed),
+    sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
+    study = search.open_study(storage, name, search.make_sampler(args.sampler, space, sampler_seed),
                               search.study_identity(base, space, metric), direction)
     print(f"[explore] study {name!r} in {args.storage}: {search.finished_trials(study)} of {target} trials done; "
           f"{args.sampler} search over {', '.join(f'{k}={list(v)}' for k, v in space.values.items())}; "

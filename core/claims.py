@@ -60,7 +60,8 @@ def parse_claims(spec: ExperimentSpec, source: str | None = None) -> tuple[Claim
         key = f"claims[{i}]"
         unknown = set(raw) - CLAIM_KEYS
         if unknown:
-            raise SpecError(where, f"{key}.{sorted(unknown)[0]}", f"unknown key; valid keys are: {', '.join(sorted(CLAIM_KEYS))}")
+            raise SpecError(where, f"{key}.{sorted(unknown)[0]}",
+                            f"unknown key; valid keys are: {', '.join(sorted(CLAIM_KEYS))}")
         missing = REQUIRED_KEYS - set(raw)
         if missing:
             raise SpecError(where, f"{key}.{sorted(missing)[0]}", "required key is missing")

@@ -138,7 +138,8 @@ class SearchSpace:
 
 # --- From parameters to a spec -------------------------------------------------------
 
-def trial_spec(base: ExperimentSpec, params: Mapping[str, Any], name: str, description: str = "") -> tuple[ExperimentSpec, list[str]]:
+def trial_spec(base: ExperimentSpec, params: Mapping[str, Any], name: str,
+               description: str = "") -> tuple[ExperimentSpec, list[str]]:
     """The base spec with `params` applied, validated, and notes on parameters that did not apply."""
     raw = base.to_dict()
     raw.update(name=name, description=description, claims=[])
@@ -416,7 +417,8 @@ def grid_covered(study, space: SearchSpace) -> bool:
     """Has every combination of the space a completed or pruned trial?"""
     from optuna.trial import TrialState
 
-    done = {canonical_json(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    done = {canonical_json(t.params) for t in finished}
     return all(canonical_json(c) in done for c in space.combinations())
 
 

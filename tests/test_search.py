@@ -157,6 +157,7 @@ def test_an_interrupted_grid_trial_is_run_again_on_resume(tmp_path):
     assert [t.value for t in ranked[:3]] == [0.3, 0.2, 0.1] and ranked[3].state == TrialState.FAIL
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell by hand, as a dying worker leaves it
 def test_a_trial_killed_before_drawing_its_parameters_keeps_its_grid_point(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = space(batch_size="32,64")
