@@ -157,6 +157,8 @@ def has_api_key() -> bool:
 @contextlib.contextmanager
 def client_errors(doing: str) -> Iterator[None]:
     """Turn the client's failures (server, network, cache, file) into one readable OpenMLError."""
+    from xml.parsers.expat import ExpatError
+
     import arff
     import openml
     import requests
@@ -169,8 +171,9 @@ def client_errors(doing: str) -> Iterator[None]:
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as e:
         raise OpenMLError(f"{doing}: cannot reach {openml.config.server} ({type(e).__name__}); "
                           f"the cache is {openml.config.get_cache_directory()}") from None
-    except (openml.exceptions.PyOpenMLError, arff.ArffException, OSError, ValueError) as e:
-        raise OpenMLError(f"{doing}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    except (openml.exceptions.PyOpenMLError, arff.ArffException, ExpatError, OSError, ValueError) as e:
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise OpenMLError(f"{doing}: {type(e).__name__}: {first_line}") from None
 
 
 def get_task(task_id: int):
@@ -349,7 +352,19 @@ def read_saved_run(folder: Path):
                                       force_list=("oml:parameter_setting",))["oml:run"]
     run.parameter_settings = [{"oml:name": s["oml:name"], "oml:value": s["oml:value"]}
                               for s in description.get("oml:parameter_setting") or []]
+    run.description_text = _arff_comment(folder / "predictions.arff")  # else a publish replaces it by the time
     return run
+
+
+def _arff_comment(path: Path) -> str | None:
+    """The leading `%` lines of an ARFF file: liac-arff's `description`."""
+    lines = []
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("%"):
+                break
+            lines.append(line[1:].strip())
+    return "\n".join(lines) or None
 
 
 def missing_predictions(run, task) -> list[str]:
@@ -499,7 +514,8 @@ class OpenMLPlatform(Platform):
     def on_result(self, partial_dir: Path, result: dict[str, Any]) -> None:
         """Predict every split of the task (or the first N) and save the OpenML run into the record."""
         spec, task = self.spec, self.task
-        splits = task_splits(task)[: self._option("openml_folds")]
+        all_splits = task_splits(task)
+        splits = all_splits[: self._option("openml_folds")]
         rows: list[list] = []
         evaluations: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         for repeat, fold, train_rows, test_rows in splits:
@@ -514,7 +530,7 @@ class OpenMLPlatform(Platform):
             for measure, value in timing.items():
                 evaluations[measure][repeat][fold] = value
         description = (f"mnist-harness run {partial_dir.name.removeprefix('.partial-')}; spec_name: {spec.name}; "
-                       f"spec_hash: {spec.hash}; task {task.task_id}, {len(splits)} of {len(task_splits(task))} splits")
+                       f"spec_hash: {spec.hash}; task {task.task_id}, {len(splits)} of {len(all_splits)} splits")
         flow = build_flow(spec)
         save_run(partial_dir / SAVED_RUN_DIR, task, flow, spec, rows, _plain(evaluations), description)
         self.log(f"[openml] saved the OpenML run ({len(rows)} predictions, {len(splits)} split(s) of task "

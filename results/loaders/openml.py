@@ -163,7 +163,8 @@ def spec_from_flow(flow_name: str, parameters: dict[str, str]) -> dict[str, Any]
     """The spec's `experiment_dict()` (all but name, description, claims) from a harness flow and its settings."""
     match = re.fullmatch(re.escape(FLOW_PREFIX) + r"\(([A-Za-z0-9_,]+)\)", flow_name or "")
     if not match:
-        raise LoaderError(f"flow {flow_name!r} was not made by the mnist harness")
+        raise LoaderError(f"flow {flow_name!r} was not made by the mnist harness "
+                          f"(or names its layers by digest, so they cannot be read back)")
     try:
         values = {name: json.loads(value) for name, value in parameters.items()}
     except (TypeError, json.JSONDecodeError) as e:

@@ -24,6 +24,7 @@ from adapters.openml import (MNIST_554, ExpectedData, OpenMLError, OpenMLPlatfor
                              get_task, holdout_task, mnist_from_dataset, read_saved_run, spec_parameters)
 from core import data
 from core.data import DataError
+from core.errors import UsageError
 from core.record import read_run_json
 from core.spec import load_spec
 from results.loaders import discover
@@ -295,7 +296,9 @@ def test_saved_run_round_trips_through_from_filesystem(cv_run):
         lines = [l for l in saved.data_content if int(l[1]) == fold]
         assert accuracy[fold] == pytest.approx(np.mean([l[4] == l[5] for l in lines]))
     assert saved.fold_evaluations["wall_clock_time_millis_training"][0][1] > 0
-    assert {s["oml:name"] for s in read_saved_run(cv_run.record).parameter_settings} == set(saved.flow.parameters)
+    reread = read_saved_run(cv_run.record)  # what a publish uploads
+    assert {s["oml:name"] for s in reread.parameter_settings} == set(saved.flow.parameters)
+    assert f"spec_hash: {cv_run.spec.hash}" in reread.description_text
 
 
 def test_holdout_task_reuses_the_native_predictions(holdout_run):
@@ -388,5 +391,5 @@ def test_push_usage_errors(tmp_path, capsys):
 
 def test_folds_option_must_be_positive(tiny_cache, tmp_path):
     platform = OpenMLPlatform(platform_options(tiny_cache, tmp_path, openml_folds=0), expected=TINY)
-    with pytest.raises(Exception, match="--openml-folds must be at least 1"):
+    with pytest.raises(UsageError, match="--openml-folds must be at least 1"):
         platform.run(tiny_spec())
