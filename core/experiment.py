@@ -19,6 +19,7 @@ import yaml
 
 from core import backend, environment
 from core.data import Mnist
+from core.errors import HarnessError
 from core.record import (SCHEMA_VERSION, RecordWriter, new_run_id, predictions_sha256, utc_now,
                          weights_sha256)
 from core.spec import ExperimentSpec
@@ -198,16 +199,26 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
         })
         if on_result:
             on_result(writer.partial, result)
-    except BaseException as e:  # noqa: BLE001 — the record must say how the run ended, then re-raise
+    except BaseException as e:  # noqa: BLE001 — the record must say how the run ended
         run["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         run["error"] = f"{type(e).__name__}: {e}"
         run["traceback"] = traceback.format_exc(limit=20)
-        raise
-    finally:
-        run["finished_at"] = utc_now()
-        total = time.perf_counter() - started
-        run["timings"] = {"epoch_seconds": epoch_seconds, "total_seconds": total,
-                          "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None}
-        final = writer.publish(run)
-        log(f"[run] record {run['status']}: {final}")
+        failure = e
+    else:
+        failure = None
+    run["finished_at"] = utc_now()
+    run["timings"] = {"epoch_seconds": epoch_seconds, "total_seconds": time.perf_counter() - started,
+                      "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None}
+    final = writer.publish(run)
+    log(f"[run] record {run['status']}: {final}")
+    if isinstance(failure, (KeyboardInterrupt, HarnessError)):
+        raise failure
+    if failure is not None:
+        raise RunFailed(f"the run failed: {run['error']}\n  the record (with the traceback) is at {final}") from failure
     return final
+
+
+class RunFailed(HarnessError):
+    """Training or evaluation raised; the failed record is published and named in the message."""
+
+    exit_code = 4

