@@ -193,30 +193,22 @@ def test_wrong_columns_are_refused(oml):
         mnist_from_dataset(openml.datasets.get_dataset(554), TINY)
 
 
-@pytest.fixture(scope="module")
-def real_mnist():
-    try:
-        return data.load_cache()
-    except DataError as e:
-        pytest.skip(f"the verified MNIST cache is missing ({e}); run `python run.py data fetch`")
-
-
-def test_real_mnist_in_the_openml_cache_passes_the_harness_digests(oml, real_mnist):
+def test_real_mnist_in_the_openml_cache_passes_the_harness_digests(oml, mnist):
     import openml
 
-    images = np.concatenate([real_mnist.x_train, real_mnist.x_test])
-    write_dataset(oml.cache, images, np.concatenate([real_mnist.y_train, real_mnist.y_test]), oml.dead_url,
+    images = np.concatenate([mnist.x_train, mnist.x_test])
+    write_dataset(oml.cache, images, np.concatenate([mnist.y_train, mnist.y_test]), oml.dead_url,
                   data_format="parquet")
     mnist, _, _ = mnist_from_dataset(openml.datasets.get_dataset(554), MNIST_554)
     assert mnist.digest() == data.FULL_DIGEST
 
 
-def test_one_changed_pixel_is_refused_by_the_harness_digests(oml, real_mnist):
+def test_one_changed_pixel_is_refused_by_the_harness_digests(oml, mnist):
     import openml
 
-    images = np.concatenate([real_mnist.x_train, real_mnist.x_test])
+    images = np.concatenate([mnist.x_train, mnist.x_test])
     images[123, 14, 14] ^= 1
-    write_dataset(oml.cache, images, np.concatenate([real_mnist.y_train, real_mnist.y_test]), oml.dead_url,
+    write_dataset(oml.cache, images, np.concatenate([mnist.y_train, mnist.y_test]), oml.dead_url,
                   data_format="parquet")
     with pytest.raises(DataError, match="x_train has SHA-256 .* this is not the official MNIST; refusing"):
         mnist_from_dataset(openml.datasets.get_dataset(554), MNIST_554)
