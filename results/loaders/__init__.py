@@ -23,6 +23,7 @@ LOADERS = [
     "results.loaders.record:RunRecordLoader",
     "results.loaders.codalab:CodaLabBundleLoader",
     "results.loaders.comet:CometArchiveLoader",
+    "results.loaders.openml:OpenMLRunLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 
