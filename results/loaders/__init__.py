@@ -40,6 +40,11 @@ class LoadedRun:
             return None
         return np.load(self.predictions_path, allow_pickle=False)
 
+    def artifact(self, name: str) -> Path | None:
+        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none."""
+        path = self.source / name
+        return path if path.is_file() else None
+
 
 @dataclasses.dataclass
 class Skipped:
@@ -79,7 +84,7 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
 
     def visit(path: Path, depth: int, top: bool) -> bool:
         if path.name.startswith(PARTIAL_PREFIX):
-            skipped.append(Skipped(path, "incomplete: the run stopped before its record was published"))
+            skipped.append(Skipped(path, "incomplete: a run still in progress, or killed before its record was published"))
             return True
         for loader in loaders:
             if loader.recognizes(path):
