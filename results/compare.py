@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -67,7 +68,7 @@ ROWS = (
     Row("device", "device"),
     Row("versions", "library versions"),
     Row("op_determinism", "op determinism"),
-    Row("threads", "threads (intra/inter)"),
+    Row("threads", "threads intra/inter"),
     Row("epochs", "epochs"),
     Row("test_accuracy", "test accuracy"),
     Row("test_loss", "test loss"),
@@ -89,17 +90,15 @@ def _number(value: Any) -> float | None:
 
 
 def device_name(run: dict[str, Any]) -> str:
-    """The GPU(s) if the run had one, else the CPU model and its cores."""
+    """`GPU <name>` if the run had one, else the CPU model and its cores."""
     env = _dict(run.get("environment"))
     gpus = [g.get("name", "?") for g in env.get("gpus") or [] if isinstance(g, dict)]
     if gpus:
         return "GPU " + " + ".join(gpus)
     cpu = _dict(env.get("cpu"))
-    model = str(cpu.get("model") or "unknown CPU")
-    for noise in ("(R)", "(TM)", " CPU", " Processor"):
-        model = model.replace(noise, "")
+    model = " ".join(re.sub(r"\(R\)|\(TM\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b", "", str(cpu.get("model") or "")).split())
     cores = cpu.get("affinity_cores") or cpu.get("logical_cores")
-    return f"CPU {' '.join(model.split())}" + (f", {cores} cores" if cores else "")
+    return (model or "unknown CPU") + (f", {cores} cores" if cores else "")
 
 
 def run_fields(run: dict[str, Any]) -> dict[str, Any]:
@@ -339,8 +338,15 @@ class RunView:
     label: str
     loaded: LoadedRun
     fields: dict[str, Any]
-    facets: dict[str, str]
     excluded: str | None = None  # why the run gets no verdicts (failed, no accuracy)
+    _facets: dict[str, str] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def facets(self) -> dict[str, str]:
+        """What could explain a difference (see `facets`); worked out only for runs whose pairs are shown."""
+        if self._facets is None:
+            self._facets = facets(self.loaded.run)
+        return self._facets
 
     @property
     def run(self) -> dict[str, Any]:
@@ -384,7 +390,7 @@ class Group:
                  labels: TestLabels):
         self.key = key
         ordered = sorted(loaded, key=lambda r: (str(r.run.get("started_at") or ""), str(r.run.get("run_id"))))
-        self.runs = [RunView(column_label(i), r, run_fields(r.run), facets(r.run)) for i, r in enumerate(ordered)]
+        self.runs = [RunView(column_label(i), r, run_fields(r.run)) for i, r in enumerate(ordered)]
         for view in self.runs:
             if view.fields["status"] != "completed":
                 error = view.run.get("error")
@@ -405,8 +411,8 @@ class Group:
         self._load_predictions(labels)
         self.verdicts = self._verdict_matrix()
         self._difference_cache: dict[tuple[int, int], list[Difference]] = {}
-        signatures: dict[tuple, int] = {}
-        self._facet_id = [signatures.setdefault(tuple(sorted(v.facets.items())), len(signatures)) for v in self.compared]
+        self._signatures: dict[tuple, int] = {}
+        self._facet_id: dict[int, int] = {}
 
     @property
     def short_key(self) -> str:
@@ -441,11 +447,17 @@ class Group:
     def pair(self, i: int, j: int) -> Pair:
         """The verdict for compared runs i and j (indices into `compared`)."""
         a, b = self.compared[i], self.compared[j]
-        ids = (self._facet_id[i], self._facet_id[j])
-        if ids not in self._difference_cache:
+        ids = (self._signature(i), self._signature(j))
+        if ids not in self._difference_cache:  # runs of one machine share their facets: diff each combination once
             self._difference_cache[ids] = differences(a.facets, b.facets)
         return Pair(a, b, VERDICTS[self.verdicts[i, j]], (b.accuracy - a.accuracy) * 100,
                     self._difference_cache[ids], self._agreement(i, j))
+
+    def _signature(self, i: int) -> int:
+        if i not in self._facet_id:
+            key = tuple(sorted(self.compared[i].facets.items()))
+            self._facet_id[i] = self._signatures.setdefault(key, len(self._signatures))
+        return self._facet_id[i]
 
     def pairs(self, limit: int | None = None) -> list[Pair]:
         """Every pair in column order; with a limit, the most divergent first."""
@@ -489,8 +501,8 @@ class Group:
                     rows.append(inverse[m])
                     truth = y
             if len(with_labels) >= 2:
-                right = (distinct == truth).astype(np.float32)
-                right_wrong = (right.sum(1)[:, None] - right @ right.T).round().astype(np.int64)
+                right = distinct == truth
+                right_wrong = right.sum(1)[:, None] - both_true_counts(right)
                 self._right_wrong[np.ix_(with_labels, with_labels)] = right_wrong[np.ix_(rows, rows)]
 
     def _agreement(self, i: int, j: int) -> Agreement:
@@ -523,22 +535,35 @@ def distinct_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def same_class_counts(predictions: np.ndarray) -> np.ndarray:
     """[i, j] = how many images runs i and j put in the same class; predictions is (runs, images).
 
-    Two matrix products instead of a loop over pairs: agreement with the
-    per-image majority class, plus agreement among the few (image, class)
-    entries that leave the majority.
+    No loop over pairs of images: agreement with the per-image majority class,
+    plus agreement among the few (image, class) entries that leave the majority.
     """
     classes = int(predictions.max()) + 1 if predictions.size else 1
     votes = np.stack([(predictions == c).sum(0) for c in range(classes)])
     agree = predictions == votes.argmax(0)
-    a = agree.astype(np.float32)
-    same = a @ a.T
+    same = both_true_counts(agree)
     run, image = np.nonzero(~agree)
     if run.size:
         entries, column = np.unique(image * classes + predictions[run, image], return_inverse=True)
-        off = np.zeros((len(predictions), len(entries)), dtype=np.float32)
-        off[run, column.ravel()] = 1
-        same += off @ off.T
-    return same.round().astype(np.int64)
+        off = np.zeros((len(predictions), len(entries)), dtype=bool)
+        off[run, column.ravel()] = True
+        same += both_true_counts(off)
+    return same
+
+
+def both_true_counts(mask: np.ndarray) -> np.ndarray:
+    """[i, j] = in how many columns rows i and j of a boolean matrix are both true.
+
+    Packed into 64-bit words and popcounted: no BLAS, whose worker threads
+    spin for longer than these small products take on a busy machine.
+    """
+    packed = np.packbits(mask, axis=1)
+    packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
+    words = np.ascontiguousarray(packed).view(np.uint64)
+    counts = np.empty((len(words), len(words)), dtype=np.int64)
+    for i, row in enumerate(words):
+        counts[i] = np.bitwise_count(row & words).sum(1)
+    return counts
 
 
 def _read_predictions(loaded: LoadedRun) -> tuple[np.ndarray | None, str | None]:
@@ -608,8 +633,15 @@ def group_runs(runs: Iterable[LoadedRun], tolerance_pp: float = DEFAULT_TOLERANC
     """One Group per experiment, largest first; each group knows how its spec differs from the nearest other."""
     labels = labels or TestLabels()
     by_key: dict[str, list[LoadedRun]] = {}
+    known: dict[Any, str] = {}  # spec_hash -> experiment: one spec hash is one spec, hashed once
     for r in runs:
-        by_key.setdefault(experiment_hash(r.run), []).append(r)
+        spec_hash = r.run.get("spec_hash")
+        key = known.get(spec_hash) if isinstance(spec_hash, str) else None
+        if key is None:
+            key = experiment_hash(r.run)
+            if isinstance(spec_hash, str):
+                known[spec_hash] = key
+        by_key.setdefault(key, []).append(r)
     groups = [Group(k, rs, tolerance_pp, tolerance_given, labels) for k, rs in by_key.items()]
     groups.sort(key=lambda g: (-len(g.runs), g.runs[0].run_id))
     _link_nearest(groups)

@@ -15,7 +15,7 @@ import io
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -140,7 +140,7 @@ def _group_section(g: Group) -> str:
     figs = []
     confusion = confusion_figure(plotted)
     if confusion is not None:
-        figs.append(_img(confusion, "confusion matrices"))
+        figs.append(_img(confusion, "confusion matrices", tight=False))
     timing = timing_figure(plotted)
     if timing is not None:
         figs.append(_img(timing, "seconds per epoch"))
@@ -161,7 +161,7 @@ def verdict_matrix_figure(g: Group) -> Figure:
     ax = fig.add_subplot()
     cmap = ListedColormap([NOT_COMPARED_COLOR] + [VERDICT_COLORS[v] for v in VERDICTS])
     ax.imshow(codes + 1, cmap=cmap, vmin=0, vmax=len(VERDICTS), interpolation="nearest")
-    if k <= 20:
+    if k <= 16:
         for i in range(k):
             for j in range(k):
                 if i != j:
@@ -196,26 +196,35 @@ def _history(v: RunView) -> dict[str, list[float]]:
 
 
 def curves_figure(g: Group, runs: list[RunView]) -> Figure | None:
-    histories = [(v, _history(v)) for v in runs]
-    histories = [(v, h) for v, h in histories if h]
-    if not histories:
+    """Accuracy and loss per epoch, every run overlaid; runs with the very same history share one line."""
+    lines: dict[str, tuple[list[RunView], dict[str, list[float]]]] = {}
+    for v in runs:
+        h = _history(v)
+        if h:
+            lines.setdefault(repr(sorted(h.items())), ([], h))[0].append(v)
+    if not lines:
         return None
+    epochs_max = max(len(vals) for _, h in lines.values() for vals in h.values())
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     for col, metric in enumerate(("accuracy", "loss")):
         ax = fig.add_subplot(1, 2, col + 1)
-        for i, (v, h) in enumerate(histories):
-            color = RUN_COLORS[g.runs.index(v) % len(RUN_COLORS)]
-            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+        for views, h in lines.values():
+            color = RUN_COLORS[g.runs.index(views[0]) % len(RUN_COLORS)]
+            name = " = ".join(v.label for v in views)
+            seeds = sorted({str(v.fields["seed"]) for v in views})
+            platforms = "/".join(sorted({str(v.fields["platform"]) for v in views}))
+            for key, style, marker in ((metric, "-", "o"), (f"val_{metric}", "--", "s")):
                 values = h.get(key)
                 if values:
-                    epochs = range(1, len(values) + 1)
-                    ax.plot(epochs, values, style, color=color, marker="o" if len(values) < 15 else None, markersize=4,
-                            label=f"{v.label} {v.fields['platform']} seed {v.fields['seed']}" if key == metric else None)
-        ax.set_title(f"{metric} (solid: training, dashed: validation)", fontsize=10)
+                    ax.plot(range(1, len(values) + 1), values, style, color=color, marker=marker if epochs_max < 15 else None,
+                            markersize=5, markerfacecolor=color if key == metric else "white",
+                            label=f"{name}  {platforms} · seed {', '.join(seeds)}" if key == metric else None)
+        ax.set_title(f"{metric} — solid ●: training, dashed ◻: validation", fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, epochs_max + 0.5)
+        ax.set_xticks(range(1, epochs_max + 1, max(1, epochs_max // 12)))
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.axes[0].legend(fontsize=8, frameon=False, loc="lower right")
+    fig.axes[0].legend(fontsize=8, frameon=False, loc="best" if epochs_max < 50 else "lower right")
     return fig
 
 
@@ -233,31 +242,37 @@ def _confusion(v: RunView) -> np.ndarray | None:
 
 
 def confusion_figure(runs: list[RunView]) -> Figure | None:
+    """Small multiples: the correct counts on the diagonal in grey, mistakes in red (log scale), the biggest labelled."""
     matrices = [(v, m) for v in runs if (m := _confusion(v)) is not None]
     if not matrices:
         return None
     cols = min(4, len(matrices))
     rows = -(-len(matrices) // cols)
-    fig = Figure(figsize=(3.1 * cols, 3.2 * rows), layout="constrained")
-    for i, (v, m) in enumerate(matrices):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        share = m / np.maximum(m.sum(1, keepdims=True), 1)
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        off = m.copy()
-        np.fill_diagonal(off, 0)
+    fig = Figure(figsize=(2.9 * cols, 3.0 * rows))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.93, wspace=0.35, hspace=0.45)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    worst = max(int((m - np.diag(np.diag(m))).max()) for _, m in matrices)
+    for ax, (v, m) in zip(axes, matrices):
         n = m.shape[0]
-        for t in range(n):  # counts on the diagonal and on every mistake
-            for p in range(n):
-                if m[t, p] and (t == p or off[t, p]):
-                    ax.text(p, t, str(m[t, p]), ha="center", va="center", fontsize=6 if m.sum() > 999 else 7,
-                            color="white" if share[t, p] > 0.5 else "#cf222e" if t != p else "#1f2328")
+        mistakes = np.ma.masked_where(np.eye(n, dtype=bool) | (m == 0), m)
+        ax.imshow(np.eye(n), cmap=ListedColormap(["white", "#eaeef2"]))
+        ax.imshow(mistakes, cmap="Reds", norm=LogNorm(vmin=1, vmax=max(worst, 2)))
+        off = np.where(np.eye(n, dtype=bool), 0, m)
+        for flat in np.argsort(off, axis=None)[::-1][:4]:  # the four most frequent mistakes
+            t, p = divmod(int(flat), n)
+            if off[t, p]:
+                ax.text(p, t, str(off[t, p]), ha="center", va="center", fontsize=7, color="white")
+        for i in range(n):
+            ax.text(i, i, str(m[i, i]), ha="center", va="center", fontsize=5.5, color="#57606a")
         acc = np.trace(m) / max(m.sum(), 1)
-        ax.set_title(f"{v.label} · {v.fields['platform']} · seed {v.fields['seed']} · {acc * 100:.2f} %", fontsize=9)
+        ax.set_title(f"{v.label} · {v.fields['platform']} · seed {v.fields['seed']} · {acc * 100:.2f} %", fontsize=8.5)
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
-        ax.tick_params(labelsize=7, length=0)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
+        ax.tick_params(labelsize=6.5, length=0)
+        ax.set_xlabel("predicted", fontsize=7.5, labelpad=1)
+        ax.set_ylabel("true", fontsize=7.5, labelpad=1)
+    for ax in axes[len(matrices):]:
+        ax.set_visible(False)
     return fig
 
 
@@ -276,6 +291,7 @@ def timing_figure(runs: list[RunView]) -> Figure | None:
     ax.set_yticks(range(len(timed)), [f"{v.label} {v.fields['platform']} · {v.fields['device'][:28]}" for v, _ in timed],
                   fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(0, max(max(s) for _, s in timed) * 1.18)  # room for the labels
     ax.set_xlabel("seconds per epoch (bar: mean, dots: each epoch)")
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -297,8 +313,8 @@ def _verdict_badges(g: Group) -> str:
     return " ".join(f"{_badge(name)} {n}" for name, n in g.verdict_counts().items() if n)
 
 
-def _img(fig: Figure, alt: str) -> str:
+def _img(fig: Figure, alt: str, tight: bool = True) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"

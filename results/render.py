@@ -111,12 +111,14 @@ def experiment_title(group: Group) -> str:
 
 
 def nearest_text(group: Group) -> str | None:
+    """How this experiment's spec differs from the nearest other one, which it is never compared with."""
     if group.nearest is None:
         return None
-    diffs = [d.describe() for d in group.spec_differences[:6]]
-    more = f" and {len(group.spec_differences) - 6} more" if len(group.spec_differences) > 6 else ""
-    return (f"a different experiment from {group.nearest.short_key} ({len(group.nearest.runs)} runs), never compared "
-            f"with it: {'; '.join(diffs)}{more}")
+    diffs = [f"{d.what} ({d.b} here, {d.a} there)" for d in group.spec_differences[:6]]
+    more = f" and {len(group.spec_differences) - 6} more keys" if len(group.spec_differences) > 6 else ""
+    n = len(group.nearest.runs)
+    return (f"differs from experiment {group.nearest.short_key} ({n} run{'s' if n != 1 else ''}) in "
+            f"{', '.join(diffs)}{more}; runs of different experiments are never compared")
 
 
 def matrix_symbol(group: Group, i: int, j: int) -> str:
@@ -178,24 +180,25 @@ def render_text(cmp: Comparison, color: bool = False, width: int | None = None) 
 
 def _text_table(group: Group, runs: list[RunView], width: int, style: _Style) -> list[str]:
     rows = table(group, runs)
-    cap = 24
+    cap = 22
     cells = [[v if len(v) <= cap else v[: cap - 1] + "…" for v in values] for _, values, _ in rows]
     label_w = max(len(label) for label, _, _ in rows) + 6
     col_w = [max([len(runs[c].label)] + [len(r[c]) for r in cells]) + 2 for c in range(len(runs))]
-    lines, start = [], 0
-    while start < len(runs):  # as many columns as fit the width, then the next block
-        end, used = start, label_w
-        while end < len(runs) and (end == start or used + col_w[end] <= width):
-            used += col_w[end]
-            end += 1
-        lines.append((" " * label_w + "".join(f"{runs[c].label:<{col_w[c]}}" for c in range(start, end))).rstrip())
+    blocks = 1  # as few blocks of columns as fit the width, of even size
+    while True:
+        per = -(-len(runs) // blocks)
+        chunks = [range(i, min(i + per, len(runs))) for i in range(0, len(runs), per)]
+        if per == 1 or all(label_w + sum(col_w[c] for c in chunk) <= width for chunk in chunks):
+            break
+        blocks += 1
+    lines = []
+    for chunk in chunks:
+        if lines:
+            lines.append("")
+        lines.append((" " * label_w + "".join(f"{runs[c].label:<{col_w[c]}}" for c in chunk)).rstrip())
         for (label, _, marked), values in zip(rows, cells):
             mark = style("*", "marked") if marked else " "
-            text = f"  {mark} {label:<{label_w - 4}}" + "".join(f"{values[c]:<{col_w[c]}}" for c in range(start, end))
-            lines.append(text.rstrip())
-        start = end
-        if start < len(runs):
-            lines.append("")
+            lines.append((f"  {mark} {label:<{label_w - 4}}" + "".join(f"{values[c]:<{col_w[c]}}" for c in chunk)).rstrip())
     if any(marked for _, _, marked in rows):
         lines.append(style("  * differs between these runs", "dim"))
     return lines
@@ -309,8 +312,8 @@ def _group_dict(g: Group) -> dict[str, Any]:
             "experiment_hash": g.nearest.key,
             "differences": [{"what": d.what, "this": d.b, "nearest": d.a} for d in g.spec_differences]},
         "runs": [{"label": v.label, "run_id": v.run_id, "source": str(v.loaded.source), "loader": v.loaded.loader,
-                  "fields": v.fields, "verdicts": v.excluded is None, "no_verdict_because": v.excluded}
-                 for v in g.runs],
+                  "fields": v.fields, "facets": v.facets, "verdicts": v.excluded is None,
+                  "no_verdict_because": v.excluded} for v in g.runs],
         "differing_rows": g.differing_rows,
         "noise_band": {"pp": g.band.pp, "origin": g.band.origin, "seeds": g.band.seeds, "sd_pp": g.band.sd_pp,
                        "description": g.band.describe()},
@@ -325,14 +328,18 @@ def _pair_dict(p: Pair) -> dict[str, Any]:
         "a": p.a.label, "b": p.b.label, "run_a": p.a.run_id, "run_b": p.b.run_id,
         "verdict": p.verdict,
         "delta_accuracy_pp": p.delta_pp,
-        "differences": [{"what": d.what, "a": d.a, "b": d.b} for d in p.differences],
+        "differences": [d.what for d in p.differences],  # the values: each run's "facets"
         "agreement": {"n": ag.n, "same_class": ag.same_class, "share": ag.share,
                       "a_right_b_wrong": ag.a_right_b_wrong, "b_right_a_wrong": ag.b_right_a_wrong, "note": ag.note},
     }
 
 
+COMPACT_JSON_PAIRS = 2000  # past this many pairs the JSON is written without indentation
+
+
 def render_json(cmp: Comparison) -> str:
-    return json.dumps(comparison_dict(cmp), indent=1, allow_nan=False, default=str) + "\n"
+    compact = sum(g.n_pairs for g in cmp.groups) > COMPACT_JSON_PAIRS
+    return json.dumps(comparison_dict(cmp), indent=None if compact else 1, allow_nan=False, default=str) + "\n"
 
 
 def render_html(cmp: Comparison) -> str:
