@@ -241,10 +241,13 @@ def experiment_dict(run: dict[str, Any]) -> dict[str, Any] | None:
     return d
 
 
+def canonical_json(obj: Any) -> str:
+    """The JSON core.spec hashes (sorted keys, no spaces); written out here so compare needs no YAML import."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def experiment_hash(run: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of `experiment_dict` (as core.spec hashes a spec)."""
-    from core.spec import canonical_json
-
     d = experiment_dict(run)
     if d is None:
         return f"spec_hash:{run.get('spec_hash')}"
@@ -405,10 +408,15 @@ class Group:
         self.nearest: Group | None = None
         by_seed: dict[Any, list[float]] = {}
         for v in self.compared:
-            by_seed.setdefault(v.fields["seed"], []).append(v.accuracy)
+            seed = v.fields["seed"]
+            by_seed.setdefault(seed if isinstance(seed, (int, str)) else repr(seed), []).append(v.accuracy)
         self.band = noise_band(by_seed, tolerance_pp, tolerance_given)
         self.differing_rows = [row.key for row in ROWS if _row_differs(row, [v.fields[row.key] for v in self.runs])]
-        self._load_predictions(labels)
+        self._labels = labels
+        self._predictions: dict[int, tuple[np.ndarray | None, str | None]] = {}
+        self._labels_of: dict[int, tuple[np.ndarray | None, str | None]] = {}
+        self._same: np.ndarray | None = None
+        self._right_wrong: np.ndarray | None = None
         self.verdicts = self._verdict_matrix()
         self._difference_cache: dict[tuple[int, int], list[Difference]] = {}
         self._signatures: dict[tuple, int] = {}
@@ -466,37 +474,46 @@ class Group:
             acc = np.array([v.accuracy for v in self.compared])
             order = np.lexsort((-np.abs(acc[i] - acc[j]), -self.verdicts[i, j]))[:limit]
             i, j = i[order], j[order]
+        if len(i) > 2 * len(self.compared):  # many pairs per run: whole matrices are cheaper than pair by pair
+            self._fill_matrices()
         return [self.pair(int(a), int(b)) for a, b in zip(i, j)]
 
-    # Prediction agreement: whole matrices per group, so a group of hundreds of runs stays cheap ---
+    # Prediction agreement. Predictions are read only when a pair needs them: a terminal report lists
+    # a few pairs per experiment; listing every pair (JSON) fills whole matrices at once instead.
 
-    def _load_predictions(self, labels: TestLabels) -> None:
+    def _prediction(self, i: int) -> tuple[np.ndarray | None, str | None]:
+        if i not in self._predictions:
+            self._predictions[i] = _read_predictions(self.compared[i].loaded)
+        return self._predictions[i]
+
+    def _truth(self, i: int, n: int) -> tuple[np.ndarray | None, str | None]:
+        """The run's test labels, if its record proves which images it used."""
+        if i not in self._labels_of:
+            self._labels_of[i] = self._labels.for_run(self.compared[i].run, n)
+        return self._labels_of[i]
+
+    def _fill_matrices(self) -> None:
+        """Agreement of every pair at once: matrix products per group of equally long predictions."""
+        if self._same is not None:
+            return
         k = len(self.compared)
-        self._predictions: list[np.ndarray | None] = []
-        self._prediction_note: list[str | None] = []
-        for v in self.compared:
-            p, note = _read_predictions(v.loaded)
-            self._predictions.append(p)
-            self._prediction_note.append(note)
         self._same = np.full((k, k), -1, dtype=np.int64)
         self._right_wrong = np.full((k, k), -1, dtype=np.int64)  # [i, j]: i right where j is wrong
-        self._label_note: list[str | None] = [None] * k
         by_length: dict[int, list[int]] = {}
-        for i, p in enumerate(self._predictions):
+        for i in range(k):
+            p, _ = self._prediction(i)
             if p is not None:
                 by_length.setdefault(len(p), []).append(i)
         for members in by_length.values():
             if len(members) < 2:
                 continue
             # Reruns share their predictions: the work is done once per distinct row, then spread out.
-            distinct, inverse = distinct_rows(np.stack([self._predictions[i] for i in members]))
+            distinct, inverse = distinct_rows(np.stack([self._prediction(i)[0] for i in members]))
             self._same[np.ix_(members, members)] = same_class_counts(distinct)[np.ix_(inverse, inverse)]
             with_labels, rows, truth = [], [], None
             for m, i in enumerate(members):  # records that prove their data hold the same first-n labels
-                y, why = labels.for_run(self.compared[i].run, distinct.shape[1])
-                if y is None:
-                    self._label_note[i] = why
-                else:
+                y, _ = self._truth(i, distinct.shape[1])
+                if y is not None:
                     with_labels.append(i)
                     rows.append(inverse[m])
                     truth = y
@@ -507,20 +524,28 @@ class Group:
 
     def _agreement(self, i: int, j: int) -> Agreement:
         a, b = self.compared[i], self.compared[j]
-        pa, pb = self._predictions[i], self._predictions[j]
-        for view, p, note in ((a, pa, self._prediction_note[i]), (b, pb, self._prediction_note[j])):
+        (pa, note_a), (pb, note_b) = self._prediction(i), self._prediction(j)
+        for view, p, note in ((a, pa, note_a), (b, pb, note_b)):
             if p is None:
                 return Agreement(note=f"{view.label}: {note}")
         if len(pa) != len(pb):
             return Agreement(note=f"{a.label} has {len(pa)} test predictions and {b.label} {len(pb)}: "
                                   "not the same test images, agreement not measured")
-        agreement = Agreement(n=len(pa), same_class=int(self._same[i, j]))
-        if self._right_wrong[i, j] >= 0:
-            agreement.a_right_b_wrong = int(self._right_wrong[i, j])
-            agreement.b_right_a_wrong = int(self._right_wrong[j, i])
+        (ya, why_a), (yb, why_b) = self._truth(i, len(pa)), self._truth(j, len(pb))
+        if self._same is not None:
+            agreement = Agreement(n=len(pa), same_class=int(self._same[i, j]))
+            if ya is not None and yb is not None:
+                agreement.a_right_b_wrong = int(self._right_wrong[i, j])
+                agreement.b_right_a_wrong = int(self._right_wrong[j, i])
         else:
-            who = a if self._label_note[i] else b
-            agreement.note = f"right/wrong counts not known: {who.label}: {self._label_note[i] or self._label_note[j]}"
+            agreement = Agreement(n=len(pa), same_class=int(np.count_nonzero(pa == pb)))
+            if ya is not None and yb is not None:
+                ra, rb = pa == ya, pb == yb
+                agreement.a_right_b_wrong = int(np.count_nonzero(ra & ~rb))
+                agreement.b_right_a_wrong = int(np.count_nonzero(rb & ~ra))
+        if agreement.a_right_b_wrong is None:
+            who, why = (a, why_a) if why_a else (b, why_b)
+            agreement.note = f"right/wrong counts not known: {who.label}: {why}"
         return agreement
 
 

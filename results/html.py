@@ -183,7 +183,8 @@ def verdict_matrix_figure(g: Group) -> Figure:
 def _history(v: RunView) -> dict[str, list[float]]:
     history = v.run.get("history")
     if isinstance(history, dict) and history:
-        return {k: [float(x) for x in vals] for k, vals in history.items() if isinstance(vals, list)}
+        return {k: [float(x) for x in vals] for k, vals in history.items()
+                if isinstance(vals, list) and all(isinstance(x, (int, float)) for x in vals)}
     path = v.loaded.artifact("history.csv")
     if path is None:
         return {}
@@ -277,7 +278,11 @@ def confusion_figure(runs: list[RunView]) -> Figure | None:
 
 
 def timing_figure(runs: list[RunView]) -> Figure | None:
-    timed = [(v, [float(s) for s in (v.run.get("timings") or {}).get("epoch_seconds") or []]) for v in runs]
+    timed = []
+    for v in runs:
+        timings = v.run.get("timings") if isinstance(v.run.get("timings"), dict) else {}
+        seconds = [float(s) for s in timings.get("epoch_seconds") or [] if isinstance(s, (int, float))]
+        timed.append((v, seconds))
     timed = [(v, s) for v, s in timed if s]
     if not timed:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 from typing import Any, Callable
 
@@ -307,12 +308,12 @@ def _group_dict(g: Group) -> dict[str, Any]:
         "experiment_hash": g.key,
         "name": g.name,
         "summary": g.summary,
-        "spec": g.spec,
+        "spec": _finite(g.spec),
         "nearest_experiment": None if g.nearest is None else {
             "experiment_hash": g.nearest.key,
             "differences": [{"what": d.what, "this": d.b, "nearest": d.a} for d in g.spec_differences]},
         "runs": [{"label": v.label, "run_id": v.run_id, "source": str(v.loaded.source), "loader": v.loaded.loader,
-                  "fields": v.fields, "facets": v.facets, "verdicts": v.excluded is None,
+                  "fields": _finite(v.fields), "facets": v.facets, "verdicts": v.excluded is None,
                   "no_verdict_because": v.excluded} for v in g.runs],
         "differing_rows": g.differing_rows,
         "noise_band": {"pp": g.band.pp, "origin": g.band.origin, "seeds": g.band.seeds, "sd_pp": g.band.sd_pp,
@@ -320,6 +321,17 @@ def _group_dict(g: Group) -> dict[str, Any]:
         "verdict_counts": g.verdict_counts(),
         "pairs": [_pair_dict(p) for p in g.pairs()],
     }
+
+
+def _finite(value: Any) -> Any:
+    """A record's values with NaN and infinities (which json.loads accepts) as null: strict JSON out."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _pair_dict(p: Pair) -> dict[str, Any]:

@@ -199,5 +199,22 @@ def test_a_big_experiment_is_judged_pair_by_pair_consistently(tmp_path, y_test):
         assert p.agreement.a_right_b_wrong == int(((a == y_test) & (b != y_test)).sum())
         same_weights = p.a.run["weights_sha256"] == p.b.run["weights_sha256"]
         assert (p.verdict == "identical") == same_weights
-    capped = group.pairs(limit=10)
+    (fresh,) = compare_paths([tmp_path]).groups
+    capped = fresh.pairs(limit=10)  # few pairs: counted pair by pair, not by the matrices above
     assert len(capped) == 10 and capped[0].verdict == max((p.verdict for p in pairs), key=VERDICTS.index)
+    by_labels = {(p.a.label, p.b.label): p.agreement for p in pairs}
+    assert all(p.agreement == by_labels[p.a.label, p.b.label] for p in capped)
+
+
+def test_the_experiment_hash_is_the_spec_hash_without_seed_and_data_source():
+    import core.spec
+    from results.compare import canonical_json, experiment_hash
+
+    d = {"b": [1.5, {"z": None, "a": True}], "a": "é"}
+    assert canonical_json(d) == core.spec.canonical_json(d)
+    spec = load_spec("canonical", {"seed": 7, "data.source": "pypi"})
+    run = {"spec": spec.to_dict(), "spec_hash": spec.hash}
+    same = load_spec("canonical", {"seed": 8})
+    assert experiment_hash(run) == experiment_hash({"spec": same.to_dict(), "spec_hash": same.hash})
+    other = load_spec("canonical", {"epochs": 2})
+    assert experiment_hash(run) != experiment_hash({"spec": other.to_dict(), "spec_hash": other.hash})

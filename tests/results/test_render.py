@@ -158,3 +158,22 @@ def test_out_suffix_picks_the_format(mix, tmp_path):
         p = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--out", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0 and check(out.read_text()), p.stderr
+
+
+def test_a_record_with_odd_values_still_compares_in_every_format(tmp_path, y_test):
+    from results.render import FORMATS
+
+    record = write_record(tmp_path, labels=y_test)
+    write_record(tmp_path, labels=y_test, weights="other", platform="kaggle")
+    run = json.loads((record / "run.json").read_text())
+    run.update(seed=[1, 2], metrics={"test_accuracy": "high", "test_loss": None}, timings=None, environment=[],
+               determinism={"threads": "many"}, history={"accuracy": "rising"})
+    run["spec"]["epochs"] = float("nan")
+    (record / "run.json").write_text(json.dumps(run))  # NaN is what json.dumps writes, and json.loads reads
+    cmp = compare_paths([tmp_path])
+    for name, render in FORMATS.items():
+        if name != "html":  # matplotlib is slow here; the html test above covers the format
+            assert render(cmp)
+    assert "NaN" not in render_json(cmp)
+    odd = next(v for g in cmp.groups for v in g.runs if v.loaded.source == record)
+    assert odd.excluded == "the record has no test accuracy"
