@@ -160,12 +160,12 @@ class ClaimsReport:
             if entry["error"]:
                 verdict = claims_mod.Verdict(claims_mod.FAILED, f"failed: {entry['error']}")
             elif claim is None:
-                verdict = claims_mod.Verdict(claims_mod.RECORDED, "recorded (no published claim)" + (
-                    f"; changed: {', '.join(entry['changed'])}" if entry["changed"] else ""))
+                verdict = claims_mod.Verdict(claims_mod.RECORDED, "recorded" + (
+                    f" (changed: {', '.join(entry['changed'])})" if entry["changed"] else ""))
             else:
                 verdict = claims_mod.judge(claim, measurement, entry["changed"])
             rows.append({"metric": metric, "claim": dataclasses.asdict(claim) if claim else None,
-                         "claim_text": claim.text() if claim else "—",
+                         "claim_text": claim.text() if claim else f"{metric}: none published",
                          "measured": measurement.to_dict() if measurement else None,
                          "measured_text": measurement.text() if measurement else "—",
                          "verdict": verdict.status, "verdict_text": verdict.text, "band": verdict.band})

@@ -46,11 +46,9 @@ def build_model(spec: ExperimentSpec):
     optimizer_class = {"adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "sgd": "SGD",
                        "rmsprop": "RMSprop", "adadelta": "Adadelta", "adagrad": "Adagrad"}[spec.optimizer.name]
     args = dict(spec.optimizer.args)
-    learning_rate = spec.optimizer.learning_rate
-    if args.get("decay"):  # Keras 2's `decay`: lr / (1 + decay * iterations)
-        learning_rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1,
-                                                                    decay_rate=args["decay"])
-    args.pop("decay", None)
+    decay, learning_rate = args.pop("decay", 0.0), spec.optimizer.learning_rate
+    if decay:  # Keras 2's `decay`: lr / (1 + decay * iterations)
+        learning_rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
     optimizer = getattr(keras.optimizers, optimizer_class)(learning_rate=learning_rate, **args)
     model.compile(loss=spec.loss, optimizer=optimizer, metrics=["accuracy"])
     return model

@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 import run as harness
+from cli.workflow import ClaimsReport
 from core import search
 from core.spec import load_spec
 
@@ -95,6 +96,20 @@ def test_test_command_evaluates_saved_models_in_one_table(reproduced):
     assert result["disagreement_indices"] == np.flatnonzero(preds[0] != preds[1]).tolist()
     markdown = (root / "reports" / "pair.md").read_text()
     assert "| #1 | — |" in markdown and f"disagree on {differ} of 200 images" in markdown
+
+
+def test_a_preset_without_claims_records_test_accuracy_and_loss():
+    report = ClaimsReport([], seeds=2, overrides={})
+    spec = load_spec("bn-cnn")
+    report.start("bn-cnn", spec, spec, ())
+    report.presets["bn-cnn"]["runs"] = [{"record": "runs/a", "metrics": {"test_accuracy": 0.99, "test_loss": 0.03}},
+                                        {"record": "runs/b", "metrics": {"test_accuracy": 0.98, "test_loss": 0.05}}]
+    rows = report.rows(report.presets["bn-cnn"])
+    assert [(r["metric"], r["verdict"], r["claim_text"]) for r in rows] == [
+        ("test_accuracy", "recorded", "test_accuracy: none published"),
+        ("test_loss", "recorded", "test_loss: none published")]
+    assert rows[0]["measured"]["mean"] == pytest.approx(0.985)
+    assert "| bn-cnn | test_loss: none published | 0.0400 ± 0.0141 (n=2) | recorded |" in report.markdown()
 
 
 @pytest.mark.parametrize("argv, message", [
