@@ -19,8 +19,8 @@ SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py compare",
-        description="Compare run records side by side: runs grouped by experiment (the spec without its seed), "
-                    "rows that differ marked, and for each pair a verdict (identical, same predictions, "
+        description="Compare run records side by side: runs grouped by experiment (the spec without its seed and "
+                    "data source), rows that differ marked, and for each pair a verdict (identical, same predictions, "
                     "within noise, divergent) with what differs between the two runs.")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="run folders, folders of them, or platform outputs a loader recognises (default: runs/)")

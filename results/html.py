@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import html
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -102,7 +103,7 @@ def _group_section(g: Group) -> str:
     near = nearest_text(g)
     if near:
         out.append(f"<p class=muted>{_e(near)}</p>")
-    out.append(f"<p><b>Noise band</b> {_e(g.band.describe())}</p>")
+    out.append(f"<p><b>Noise band</b> {_code(g.band.describe())}</p>")
     plotted = g.runs[:MAX_PLOTTED_RUNS]
     if len(g.runs) > len(plotted):
         out.append(f"<div class=warn>{len(g.runs)} runs: the plots show the first {len(plotted)}; "
@@ -306,6 +307,11 @@ def timing_figure(runs: list[RunView]) -> Figure | None:
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _code(text: str) -> str:
+    """Escaped, with `backticks` as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _badge(verdict: str) -> str:

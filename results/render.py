@@ -157,12 +157,14 @@ def render_text(cmp: Comparison, color: bool = False, width: int | None = None) 
         out.append("")
         for v in shown:
             excluded = style(f"  — no verdict: {v.excluded}", "dim") if v.excluded else ""
-            out.append(f"  {v.label:>3}  {v.run_id}  {v.loaded.source}{excluded}")
+            source = v.loaded.source
+            where = f"in {source.parent}" if source.name == v.run_id else str(source)
+            out.append(f"  {v.label:>3}  {v.run_id}  ({where}){excluded}")
         out += ["", f"  noise band {g.band.describe()}", f"  {counts_text(g)}"]
         pairs = g.pairs(limit=MAX_PAIRS)
         for p in pairs:
             verdict = style(f"{p.verdict:<16}", p.verdict)
-            out.append(f"  {p.a.label:>3}–{p.b.label:<3} {verdict} Δ accuracy {p.delta_pp:+.2f} pp   {agreement_text(p)}")
+            out.append(f"  {p.a.label:>3}–{p.b.label:<3} {verdict} Δ accuracy {p.delta_pp:+7.2f} pp   {agreement_text(p)}")
             out.append(f"           differs: {differences_text(p)}")
         if g.n_pairs > len(pairs):
             out.append(f"  … {g.n_pairs - len(pairs)} more pairs (the most divergent are listed; --format json has all)")

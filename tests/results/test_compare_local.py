@@ -15,14 +15,14 @@ TINY = ["--epochs", "1", "--train-limit", "300", "--test-limit", "200"]
 
 @pytest.fixture(scope="module")
 def local_runs(tmp_path_factory) -> Path:
-    """`repeat --seeds 2` (seeds 42 and 43 in one process), then seed 42 again in a fresh process."""
+    """`run.py repeat --seeds 2` (seeds 42 and 43), then `run.py --seed 42` again: one interpreter, one TF import."""
     folder = tmp_path_factory.mktemp("local-runs")
-    for args in (["repeat", "--seeds", "2"], ["--seed", "42"]):
-        p = subprocess.run([sys.executable, "run.py", *args, *TINY, "--runs-dir", str(folder)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=900)
-        assert p.returncode == 0, p.stderr[-3000:]
-        if args[0] == "repeat":
-            assert "compare them: python run.py compare" in p.stdout
+    tiny = [*TINY, "--runs-dir", str(folder)]
+    code = (f"import run; assert run.main(['repeat', '--seeds', '2', *{tiny!r}]) == 0; "
+            f"assert run.main(['--seed', '42', *{tiny!r}]) == 0")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "compare them: python run.py compare" in p.stdout
     return folder
 
 
