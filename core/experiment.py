@@ -45,8 +45,11 @@ def build_model(spec: ExperimentSpec):
         model.add(getattr(keras.layers, layer.type)(**_layer_kwargs(layer.args)))
     optimizer_class = {"adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "sgd": "SGD",
                        "rmsprop": "RMSprop", "adadelta": "Adadelta", "adagrad": "Adagrad"}[spec.optimizer.name]
-    optimizer = getattr(keras.optimizers, optimizer_class)(learning_rate=spec.optimizer.learning_rate,
-                                                          **spec.optimizer.args)
+    args = dict(spec.optimizer.args)
+    decay, learning_rate = args.pop("decay", 0.0), spec.optimizer.learning_rate
+    if decay:  # Keras 2's `decay`: lr / (1 + decay * iterations)
+        learning_rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
+    optimizer = getattr(keras.optimizers, optimizer_class)(learning_rate=learning_rate, **args)
     # How the steps are run (several per call into TensorFlow; XLA or not) is the backend's business.
     model.compile(loss=spec.loss, optimizer=optimizer, metrics=["accuracy"], **backend.compile_options())
     return model

@@ -61,6 +61,9 @@ OPTIMIZER_ARGS: dict[str, set[str]] = {
     "adadelta": {"rho", "epsilon", "weight_decay"},
     "adagrad": {"initial_accumulator_value", "epsilon", "weight_decay"},
 }
+# Any optimizer may take `decay`: Keras 2's lr / (1 + decay * iterations). Absent unless set,
+# so specs without it keep their hash.
+SCHEDULE_ARGS = {"decay"}
 LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy"}
 DATA_SOURCES = {"auto", "cache", "keras", "pypi", "npz", "idx", "csv"}
 
@@ -325,7 +328,7 @@ class _Validator:
         name = self.typed(raw["name"], _STR, "optimizer.name").lower()
         if name not in OPTIMIZER_ARGS:
             raise self.fail("optimizer.name", f"unknown optimizer {name!r}; valid: {', '.join(sorted(OPTIMIZER_ARGS))}")
-        self.keys(raw, {"name", "learning_rate"} | OPTIMIZER_ARGS[name], "optimizer.", {"learning_rate"})
+        self.keys(raw, {"name", "learning_rate"} | OPTIMIZER_ARGS[name] | SCHEDULE_ARGS, "optimizer.", {"learning_rate"})
         lr = self.typed(raw["learning_rate"], _FLOAT, "optimizer.learning_rate")
         if lr <= 0:
             raise self.fail("optimizer.learning_rate", f"must be positive, got {lr}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import io
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,6 +24,9 @@ from core.record import PARTIAL_PREFIX
 # Tried in order; the first loader that recognises a path loads it.
 LOADERS = [
     "results.loaders.record:RunRecordLoader",
+    "results.loaders.codalab:CodaLabBundleLoader",
+    "results.loaders.comet:CometArchiveLoader",
+    "results.loaders.openml:OpenMLRunLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 
@@ -36,9 +42,33 @@ class LoadedRun:
 
     def predictions(self) -> np.ndarray | None:
         """Predicted class per test image, or None when the record has no predictions file."""
-        if self.predictions_path is None or not self.predictions_path.exists():
+        if self.predictions_path is None:
             return None
-        return np.load(self.predictions_path, allow_pickle=False)
+        try:
+            raw = self.predictions_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return read_npy(raw, self.predictions_path)
+
+    def artifact(self, name: str) -> Path | None:
+        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none."""
+        path = self.source / name
+        return path if path.is_file() else None
+
+
+# np.save's header for a 1-D uint8 array, the only shape predictions.npy has; anything else goes to np.load.
+_NPY_UINT8 = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+),\), \} *\n")
+
+
+def read_npy(raw: bytes, path: Path) -> np.ndarray:
+    """An .npy file's array. A 1-D uint8 array is read straight from the bytes: np.load parses
+    every header with ast.literal_eval, a third of the time of a 1,000-record comparison."""
+    if raw[:8] == b"\x93NUMPY\x01\x00":
+        end = 10 + int.from_bytes(raw[8:10], "little")
+        m = _NPY_UINT8.fullmatch(raw, 10, end)
+        if m and len(raw) - end == int(m.group(1)):
+            return np.frombuffer(raw, dtype=np.uint8, offset=end)
+    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 @dataclasses.dataclass
@@ -79,7 +109,7 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
 
     def visit(path: Path, depth: int, top: bool) -> bool:
         if path.name.startswith(PARTIAL_PREFIX):
-            skipped.append(Skipped(path, "incomplete: the run stopped before its record was published"))
+            skipped.append(Skipped(path, "incomplete: a run still in progress, or killed before its record was published"))
             return True
         for loader in loaders:
             if loader.recognizes(path):
@@ -88,9 +118,11 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
                 except LoaderError as e:
                     skipped.append(Skipped(path, str(e)))
                 return True
-        if path.is_dir() and depth < MAX_DEPTH:
-            children = sorted(p for p in path.iterdir() if not p.name.startswith(".") or p.name.startswith(PARTIAL_PREFIX))
-            found = [visit(c, depth + 1, False) for c in children if c.is_dir() or c.suffix == ".zip"]
+        if depth < MAX_DEPTH and path.is_dir():
+            with os.scandir(path) as entries:  # the directory entry says whether it is a folder: no stat per child
+                children = sorted((Path(e.path), e.is_dir()) for e in entries
+                                  if not e.name.startswith(".") or e.name.startswith(PARTIAL_PREFIX))
+            found = [visit(c, depth + 1, False) for c, is_dir in children if is_dir or c.suffix == ".zip"]
             if any(found):
                 return True
         if top or (path.is_dir() and depth == 1):

@@ -29,11 +29,11 @@ class RunRecordLoader(Loader):
     name = "record"
 
     def recognizes(self, path: Path) -> bool:
-        return path.is_dir() and (path / RUN_JSON).is_file()
+        return (path / RUN_JSON).is_file()  # one stat: under a file, run.json is no file either
 
     def load(self, path: Path) -> list[LoadedRun]:
         try:
-            run = json.loads((path / RUN_JSON).read_text())
+            run = json.loads((path / RUN_JSON).read_bytes())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise LoaderError(f"corrupt run.json ({e})") from None
         validate_run(run, str(path))

@@ -1,0 +1,598 @@
+"""`run.py reproduce | test | explore`: check the presets' claims, test saved models, search hyperparameters.
+
+    run.py reproduce [PRESET ...] [--seeds N]     run presets, write a claims table (reports/claims.md, .json)
+    run.py test NAME RUN [RUN ...]                evaluate saved models on the test set (reports/NAME.md, .json)
+    run.py explore --learning-rate 0.001,0.01 …   Optuna search, every trial a run record (reports/explore-STUDY.md)
+
+Every run is a normal run record on the local platform. Full documentation: docs/workflow.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from adapters import get_platform
+from cli.options import add_run_options, spec_overrides
+from core import claims as claims_mod
+from core.errors import HarnessError, UsageError
+from core.record import read_run_json
+from core.reports import check_report_name, format_seconds, markdown_table, write_report
+from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option, parse_spec
+
+
+def main(command: str, argv: list[str]) -> int:
+    return {"reproduce": reproduce, "test": test_models, "explore": explore}[command](argv)
+
+
+def add_override_options(parser: argparse.ArgumentParser, title: str, searched: tuple[str, ...] = ()) -> None:
+    """Spec overrides for quick checks (the same flags as `run`), minus those a search varies."""
+    g = parser.add_argument_group(title)
+    flags = {"epochs": (int, "override epochs"), "seed": (int, "override the first seed"),
+             "batch-size": (int, "override batch_size"),
+             "train-limit": (int, "train on the first N training images"),
+             "test-limit": (int, "evaluate on the first N test images"),
+             "split": (float, "fraction of the training set kept for training (0, 1]; the rest validates")}
+    for flag, (kind, help_) in flags.items():
+        if flag.replace("-", "_") not in searched:
+            g.add_argument(f"--{flag}", type=kind, help=help_)
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any spec key, dotted: --set optimizer.learning_rate=0.01")
+
+
+def local_platform(args: argparse.Namespace):
+    """The local platform, writing records under --runs-dir."""
+    return get_platform("local")(argparse.Namespace(runs_dir=args.runs_dir))
+
+
+def release_model_memory() -> None:
+    """Drop the last model's graph state between runs of one process."""
+    import keras
+
+    keras.backend.clear_session()
+
+
+# --- reproduce ---------------------------------------------------------------------------
+
+def reproduce(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run.py reproduce",
+        description="Run presets (all by default) on this machine and check their published claims. "
+                    "Writes a claims table as Markdown and JSON. Verdict: the claim holds for the mean over "
+                    "seeds (reproduced), misses by at most the noise band (within noise), or misses by more "
+                    "(not reproduced); noise band = max(the claim's tolerance, 2 x the standard deviation "
+                    f"over seeds), default tolerance {claims_mod.DEFAULT_TOLERANCE} (0.3 percentage points).")
+    parser.add_argument("presets", nargs="*", metavar="PRESET",
+                        help=f"preset names or spec files (default: all of {', '.join(list_presets())})")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per preset, seeds seed, seed+1, ... (default 1)")
+    parser.add_argument("--out", default="reports", help="folder for the table (default: reports/)")
+    parser.add_argument("--name", default="claims", help="table file name without extension (default: claims)")
+    add_run_options(parser)
+    add_override_options(parser, "spec overrides for quick checks (with any of them but --seed, "
+                                 "the claims are reported as not tested)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    check_report_name(args.name)
+    overrides = spec_overrides(args)
+    presets = args.presets or list_presets()
+    plan = []  # validate every preset and its claims before the first run
+    for preset in presets:
+        published = load_spec(preset)
+        used = load_spec(preset, overrides)
+        plan.append((preset, published, used, claims_mod.parse_claims(published, preset)))
+    platform = local_platform(args)
+    report = ClaimsReport(argv, args.seeds, overrides)
+    for preset, published, used, claims in plan:
+        report.start(preset, published, used, claims)
+        try:
+            for i in range(args.seeds):
+                started = time.perf_counter()
+                record = platform.run(dataclasses.replace(used, seed=used.seed + i), deterministic=args.deterministic)
+                report.add_run(preset, record, time.perf_counter() - started)
+                release_model_memory()
+        except Exception as e:  # noqa: BLE001 — one preset's crash must not lose the others' results
+            report.fail(preset, e)
+            if isinstance(e, HarnessError):  # bad data or input: every preset would fail the same way
+                report.write(args.out, args.name)
+                raise
+            print(f"[reproduce] {preset} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        except KeyboardInterrupt:
+            report.fail(preset, KeyboardInterrupt("interrupted"))
+            report.write(args.out, args.name)
+            raise
+        md, js = report.write(args.out, args.name)
+    print(report.markdown())
+    print(f"claims table: {md} and {js}")
+    return 1 if report.any_failed() else 0
+
+
+class ClaimsReport:
+    """The claims table, rewritten after every preset so an interrupted reproduce keeps what it measured."""
+
+    def __init__(self, argv: list[str], seeds: int, overrides: dict[str, Any]):
+        self.argv, self.seeds, self.overrides = argv, seeds, overrides
+        self.presets: dict[str, dict[str, Any]] = {}
+        self.environment: dict[str, Any] = {}
+
+    def start(self, preset: str, published: ExperimentSpec, used: ExperimentSpec, claims) -> None:
+        self.presets[preset] = {"preset": preset, "spec_name": published.name, "spec_hash": used.hash,
+                                "published_spec_hash": published.hash,
+                                "changed": claims_mod.changed_conditions(published, used),
+                                "claims": claims, "runs": [], "seconds": 0.0, "error": None}
+
+    def add_run(self, preset: str, record: Path, seconds: float) -> None:
+        run = read_run_json(record)
+        entry = self.presets[preset]
+        entry["seconds"] += seconds
+        entry["runs"].append({"run_id": run["run_id"], "record": str(record), "seed": run["seed"],
+                              "status": run["status"], "seconds": seconds, "metrics": run["metrics"]})
+        if not self.environment:
+            env = run.get("environment", {})
+            runtime = env.get("runtime", {})
+            self.environment = {"cpu": env.get("cpu", {}).get("model"),
+                                "logical_cores": env.get("cpu", {}).get("logical_cores"),
+                                "gpus": [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)],
+                                "tensorflow": runtime.get("tensorflow"), "keras": runtime.get("keras"),
+                                "python": env.get("python")}
+
+    def fail(self, preset: str, error: BaseException) -> None:
+        self.presets[preset]["error"] = f"{type(error).__name__}: {error}"
+
+    def any_failed(self) -> bool:
+        return any(p["error"] for p in self.presets.values())
+
+    def rows(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row per claim, or per recorded metric for a preset without claims."""
+        rows = []
+        targets = entry["claims"] or [None for _ in claims_mod.RECORDED_METRICS]
+        for i, claim in enumerate(targets):
+            metric = claim.metric if claim else claims_mod.RECORDED_METRICS[i]
+            values = tuple(float(r["metrics"][metric]) for r in entry["runs"]
+                           if isinstance(r["metrics"].get(metric), (int, float)))
+            measurement = claims_mod.Measurement(values) if values else None
+            if entry["error"]:
+                verdict = claims_mod.Verdict(claims_mod.FAILED, f"failed: {entry['error']}")
+            elif claim is None:
+                verdict = claims_mod.Verdict(claims_mod.RECORDED, "recorded" + (
+                    f" (changed: {', '.join(entry['changed'])})" if entry["changed"] else ""))
+            else:
+                verdict = claims_mod.judge(claim, measurement, entry["changed"])
+            rows.append({"metric": metric, "claim": dataclasses.asdict(claim) if claim else None,
+                         "claim_text": claim.text() if claim else f"{metric}: none published",
+                         "measured": measurement.to_dict() if measurement else None,
+                         "measured_text": measurement.text() if measurement else "—",
+                         "verdict": verdict.status, "verdict_text": verdict.text, "band": verdict.band})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        presets = []
+        for entry in self.presets.values():
+            e = {k: v for k, v in entry.items() if k != "claims"}
+            e["rows"] = self.rows(entry)
+            presets.append(e)
+        return {"title": "claims table", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": ["run.py", "reproduce", *self.argv], "seeds": self.seeds, "overrides": self.overrides,
+                "noise_band": f"max(claim tolerance (default {claims_mod.DEFAULT_TOLERANCE}), "
+                              "2 x standard deviation over seeds)",
+                "environment": self.environment, "presets": presets}
+
+    def markdown(self) -> str:
+        data = self.to_dict()
+        env = self.environment
+        lines = ["# Claims table", "",
+                 f"`python run.py reproduce {' '.join(self.argv)}` — {data['generated_at']}, "
+                 f"{self.seeds} seed(s) per preset.",
+                 f"Machine: {env.get('cpu') or '?'} ({env.get('logical_cores') or '?'} logical cores"
+                 f"{', GPU: ' + ', '.join(env['gpus']) if env.get('gpus') else ', no GPU'}); "
+                 f"TensorFlow {env.get('tensorflow') or '?'}, Keras {env.get('keras') or '?'}.",
+                 f"Noise band: {data['noise_band']}; measured = mean ± sample standard deviation over seeds.", ""]
+        if self.overrides:
+            shown = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+            lines += [f"**Overrides: {shown}.** Claims are not tested under changed conditions.", ""]
+        table = []
+        for e in data["presets"]:
+            runs = len(e["runs"])
+            time_text = format_seconds(e["seconds"]) + (f" ({format_seconds(e['seconds'] / runs)}/run)" if runs > 1 else "")
+            for row in e["rows"]:
+                table.append([e["preset"], row["claim_text"], row["measured_text"], row["verdict_text"], runs, time_text])
+        lines += [markdown_table(["preset", "claim", "measured", "verdict", "runs", "time"], table), "", "Sources:"]
+        for e in data["presets"]:
+            for row in e["rows"]:
+                if row["claim"]:
+                    lines.append(f"- {e['preset']}, {row['claim_text']}: {row['claim']['source']}")
+        lines += ["", "Run records:"]
+        lines += [f"- {e['preset']}: " + ", ".join(r["record"] for r in e["runs"]) for e in data["presets"] if e["runs"]]
+        return "\n".join(lines)
+
+    def write(self, out: str, name: str) -> tuple[Path, Path]:
+        return write_report(out, name, self.markdown(), self.to_dict())
+
+
+# --- test ----------------------------------------------------------------------------------
+
+def test_models(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run.py test",
+        description="Evaluate the saved models (model.h5) of several runs on the verified MNIST test set, in "
+                    "one table: loss, accuracy, agreement with each record's own predictions, and pairwise "
+                    "disagreements. Writes OUT/NAME.md and OUT/NAME.json.")
+    parser.add_argument("name", metavar="NAME", help="report name: the table goes to OUT/NAME.md and .json")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run record folders, folders of them, or run ids under --runs-dir")
+    parser.add_argument("--runs-dir", default="runs", help="where run ids are looked up (default: runs/)")
+    parser.add_argument("--out", default="reports", help="folder for the table (default: reports/)")
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+    parser.add_argument("--source", default="auto", choices=["auto", "cache", "npz", "idx", "csv"],
+                        help="where the test set comes from (default: the verified cache chain)")
+    parser.add_argument("--path", help="file or folder for --source npz/idx/csv")
+    args = parser.parse_args(argv)
+    check_report_name(args.name)
+    if args.test_limit is not None and args.test_limit < 1:
+        raise UsageError("--test-limit must be a positive integer")
+    models, skipped = find_models(args.runs, Path(args.runs_dir))
+    for path, reason in skipped:
+        print(f"[test] skipped {path}: {reason}", file=sys.stderr)
+    if not models:
+        raise UsageError("no run with a saved model among: " + ", ".join(args.runs))
+
+    from core.data import load_mnist
+
+    data = load_mnist(args.source, args.path, log=print).limited(None, args.test_limit)
+    table = ModelTest.evaluate(models, data)
+    md, js = write_report(args.out, args.name, table.markdown(args.name), table.to_dict(args.name, skipped))
+    print(table.markdown(args.name))
+    print(f"test table: {md} and {js}")
+    return 0
+
+
+def find_models(paths: list[str], runs_dir: Path) -> tuple[list, list[tuple[str, str]]]:
+    """(completed runs that have a model.h5, [(path, reason skipped)])."""
+    from results.loaders import discover
+
+    resolved = []
+    for p in paths:
+        if Path(p).exists():
+            resolved.append(Path(p))
+        elif (runs_dir / p).exists():
+            resolved.append(runs_dir / p)
+        else:
+            raise UsageError(f"no run record {p!r}: not a folder, nor a run id under {runs_dir}/")
+    runs, skipped = discover(resolved)
+    out = [(str(s.path), s.reason) for s in skipped]
+    usable = []
+    for run in runs:
+        if run.run.get("status") != "completed":
+            out.append((str(run.source), f"status {run.run.get('status')}"))
+        elif not (run.source / "model.h5").is_file():
+            out.append((str(run.source), "no model.h5"))
+        else:
+            usable.append(run)
+    return usable, out
+
+
+@dataclasses.dataclass
+class ModelTest:
+    """Each model's results on one test set, and where the models disagree."""
+
+    runs: list  # LoadedRun
+    results: list[dict[str, Any]]
+    y: Any  # test labels
+    source: str
+    digest: str
+
+    @classmethod
+    def evaluate(cls, runs: list, data) -> "ModelTest":
+        import keras
+        import numpy as np
+
+        from core.experiment import evaluate
+
+        results = []
+        for run in runs:
+            spec = parse_spec(run.run["spec"], source=str(run.source))
+            model = keras.models.load_model(run.source / "model.h5", compile=False)
+            result = evaluate(model, spec, data)
+            recorded = run.predictions()
+            n = len(result["predictions"])
+            if recorded is None or len(recorded) < n:
+                same = None  # the record evaluated fewer test images than we did
+            else:
+                same = int((recorded[:n] != result["predictions"]).sum())
+            results.append({"predictions": result["predictions"], "test_loss": result["test_loss"],
+                            "test_accuracy": result["test_accuracy"],
+                            "errors": int((result["predictions"] != data.y_test).sum()),
+                            "differs_from_record": same})
+            del model
+            release_model_memory()
+        return cls(runs, results, np.asarray(data.y_test), data.source, data.digest())
+
+    def disagreements(self):
+        import numpy as np
+
+        preds = np.stack([r["predictions"] for r in self.results])
+        pairwise = (preds[:, None, :] != preds[None, :, :]).sum(axis=2)
+        any_differ = np.flatnonzero((preds != preds[0]).any(axis=0))
+        all_wrong = np.flatnonzero((preds != self.y).all(axis=0))
+        return pairwise, any_differ, all_wrong
+
+    def markdown(self, name: str) -> str:
+        pairwise, any_differ, all_wrong = self.disagreements()
+        n = len(self.y)
+        rows = []
+        for i, (run, r) in enumerate(zip(self.runs, self.results), 1):
+            rec = run.run.get("metrics", {}).get("test_accuracy")
+            same = r["differs_from_record"]
+            rows.append([f"#{i}", run.run["run_id"], run.run["spec"].get("name", "?"), run.run.get("platform", "?"),
+                         f"{r['test_loss']:.4f}", f"{r['test_accuracy']:.4f}", r["errors"],
+                         f"{rec:.4f}" if isinstance(rec, (int, float)) else "—",
+                         "n/a" if same is None else ("identical" if same == 0 else f"{same} differ")])
+        labels = [f"#{i}" for i in range(1, len(self.runs) + 1)]
+        matrix = [[labels[i]] + ["—" if i == j else int(pairwise[i, j]) for j in range(len(labels))]
+                  for i in range(len(labels))]
+        lines = [f"# Test: {name}", "",
+                 f"{n} images of the verified MNIST test set ({self.source}; data digest {self.digest[:16]}…).", "",
+                 markdown_table(["#", "run", "spec", "platform", "loss", "accuracy", "errors",
+                                 "recorded accuracy", "predictions vs record"], rows), "",
+                 "Pairwise disagreements (test images where two models predict different digits):", "",
+                 markdown_table([""] + labels, matrix), "",
+                 f"The models disagree on {len(any_differ)} of {n} images; all of them are wrong on {len(all_wrong)}. "
+                 f"Image indices: {name}.json."]
+        return "\n".join(lines)
+
+    def to_dict(self, name: str, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+        pairwise, any_differ, all_wrong = self.disagreements()
+        return {
+            "title": f"test {name}", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "test_set": {"source": self.source, "n_test": len(self.y), "data_digest": self.digest},
+            "runs": [{"index": i, "run_id": run.run["run_id"], "record": str(run.source),
+                      "spec_name": run.run["spec"].get("name"), "spec_hash": run.run.get("spec_hash"),
+                      "test_loss": r["test_loss"], "test_accuracy": r["test_accuracy"], "errors": r["errors"],
+                      "recorded_test_accuracy": run.run.get("metrics", {}).get("test_accuracy"),
+                      "predictions_differing_from_record": r["differs_from_record"]}
+                     for i, (run, r) in enumerate(zip(self.runs, self.results), 1)],
+            "pairwise_disagreements": pairwise.tolist(),
+            "disagreement_indices": any_differ.tolist(),
+            "all_wrong_indices": all_wrong.tolist(),
+            "skipped": [{"path": p, "reason": why} for p, why in skipped],
+        }
+
+
+# --- explore -------------------------------------------------------------------------------
+
+def explore(argv: list[str]) -> int:
+    from core import search
+
+    args = explore_parser().parse_args(argv)
+    lists = {p.name: getattr(args, p.name) for p in search.PARAMETERS}
+    space = search.SearchSpace.from_lists(lists)
+    base = load_spec(args.spec, fixed_overrides(args))
+    metric = args.metric or ("val_accuracy" if base.split < 1.0 else "test_accuracy")
+    if metric.startswith("val_") and base.split >= 1.0:
+        raise UsageError(f"--metric {metric} needs a validation split: give --split 0.9 "
+                         "(the base spec trains on all images)")
+    search.check_values(base, space)
+    name = args.study or search.default_study_name(base, space, metric)
+    report_name = "explore-" + re.sub(r"[^A-Za-z0-9._-]", "-", name)
+    check_report_name(report_name)
+    if args.write_best:
+        check_best_path(Path(args.write_best))
+    target = args.trials or (space.grid_size if args.sampler == "grid" else 10)
+    if args.sampler == "grid" and target > space.grid_size:
+        print(f"[explore] the grid has {space.grid_size} points; running {space.grid_size}, not {target}")
+        target = space.grid_size
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines report trials; no traceback on Ctrl-C
+    storage = search.open_storage(args.storage)
+    direction = search.METRICS[metric][1]
+    sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
+    study = search.open_study(storage, name, search.make_sampler(args.sampler, space, sampler_seed),
+                              search.study_identity(base, space, metric), direction)
+    print(f"[explore] study {name!r} in {args.storage}: {search.finished_trials(study)} of {target} trials done; "
+          f"{args.sampler} search over {', '.join(f'{k}={list(v)}' for k, v in space.values.items())}; "
+          f"{'maximize' if direction == 'maximize' else 'minimize'} {metric}")
+    if metric.startswith("test_"):
+        print("[explore] note: choosing by a test-set metric uses the test set for model selection; "
+              "prefer --split 0.9 --metric val_accuracy")
+    objective = TrialObjective(study, space, base, metric, local_platform(args), args.deterministic, name)
+    try:
+        while search.finished_trials(study) < target:
+            queued = search.retry_failed(study, space)
+            if queued:
+                print(f"[explore] queued again the failed trial(s) {', '.join(map(str, queued))}")
+            if args.sampler == "grid" and search.grid_covered(study, space):
+                break
+            study.optimize(objective, n_trials=1)
+    finally:
+        report = ExploreReport(study, space, metric, name, args.storage)
+        md, js = write_report(args.out, report_name, report.markdown(), report.to_dict())
+    print(report.markdown())
+    print(f"explore table: {md} and {js}")
+    if args.write_best:
+        write_best(study, Path(args.write_best), name, metric)
+    return 0
+
+
+def explore_parser() -> argparse.ArgumentParser:
+    from core import search
+
+    parser = argparse.ArgumentParser(
+        prog="run.py explore",
+        description="Hyperparameter search with Optuna: each option takes a comma-separated list of values; "
+                    "every trial is a normal run record (local platform). The study lives in an Optuna RDB "
+                    "storage (SQLite by default; a database URL shares it across machines), so re-running the "
+                    "same command resumes it, and failed or interrupted trials are run again.")
+    parser.add_argument("--spec", default="canonical", metavar="PATH|PRESET", help="base spec (default: canonical)")
+    g = parser.add_argument_group("search space (comma-separated lists; one value fixes a parameter)")
+    aliases = {"dense_units": ["--dense-size"], "conv_layers": ["--conv-per-block"]}
+    for p in search.PARAMETERS:
+        flag = "--" + p.name.replace("_", "-")
+        g.add_argument(flag, *aliases.get(p.name, []), dest=p.name, metavar="V[,V...]", help=p.help)
+    s = parser.add_argument_group("study")
+    s.add_argument("--sampler", choices=search.SAMPLERS, default="grid",
+                   help="grid (every combination), random, or tpe (Optuna's model-based sampler); default grid")
+    s.add_argument("--trials", type=int, help="finished trials the study should have (default: the grid size "
+                                              "for grid, else 10); a second run continues to this total")
+    s.add_argument("--storage", default="sqlite:///explore.db",
+                   help="Optuna RDB storage URL (default sqlite:///explore.db); e.g. postgresql://user@host/db "
+                        "to share one study across machines")
+    s.add_argument("--study", help="study name (default: base spec name + a hash of the search, so the same "
+                                   "command resumes the same study)")
+    s.add_argument("--metric", choices=sorted(search.METRICS),
+                   help="what to optimise (default: val_accuracy with a validation split, else test_accuracy)")
+    s.add_argument("--sampler-seed", type=int, help="seed of the sampler (default: the spec's seed)")
+    s.add_argument("--out", default="reports", help="folder for the ranked table (default: reports/)")
+    s.add_argument("--write-best", metavar="PATH", help="write the best trial as a spec YAML file")
+    add_run_options(parser)
+    add_override_options(parser, "base spec overrides shared by every trial", searched=("epochs", "batch_size"))
+    return parser
+
+
+def fixed_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The base spec's overrides that every trial shares (the searched ones are per trial)."""
+    overrides = dict(parse_set_option(s) for s in args.set)
+    for flag, key in (("seed", "seed"), ("split", "split"), ("train_limit", "data.train_limit"),
+                      ("test_limit", "data.test_limit")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    return overrides
+
+
+def check_best_path(path: Path) -> None:
+    if path.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"--write-best {path}: give a .yaml path")
+    if path.resolve().parent == SPECS_DIR.resolve() and path.exists():
+        raise UsageError(f"--write-best {path}: will not overwrite a preset; choose another name")
+
+
+class TrialObjective:
+    """One Optuna trial: the spec for its parameters, a run record on the local platform, the metric."""
+
+    def __init__(self, study, space, base: ExperimentSpec, metric: str, platform, deterministic: bool, study_name: str):
+        self.study, self.space, self.base, self.metric = study, space, base, metric
+        self.platform, self.deterministic, self.study_name = platform, deterministic, study_name
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from core import search
+
+        params = self.space.suggest(trial)
+        shown = params_text(params)
+        try:
+            spec, notes = search.trial_spec(self.base, params, name=f"{self.base.name}-trial-{trial.number}",
+                                            description=f"explore study {self.study_name}, trial {trial.number}: {shown}")
+        except search.InfeasibleSpec as e:
+            trial.set_user_attr("pruned_reason", str(e))
+            print(f"[explore] trial {trial.number} ({shown}) pruned: {e}")
+            raise optuna.TrialPruned(str(e)) from None
+        trial.set_user_attr("spec_hash", spec.hash)
+        trial.set_user_attr("spec", spec.to_dict())
+        if notes:
+            trial.set_user_attr("notes", notes)
+        twin = self.twin(spec.hash, trial.number)
+        if twin is not None:  # a random or resumed search may draw a spec already run: reuse its record
+            for key in ("run_id", "record", "metrics", "seconds"):
+                trial.set_user_attr(key, twin.user_attrs.get(key))
+            trial.set_user_attr("duplicate_of", twin.number)
+            print(f"[explore] trial {trial.number} ({shown}) = trial {twin.number}: not run again")
+            return twin.value
+        print(f"[explore] trial {trial.number}: {shown}" + (f" ({'; '.join(notes)})" if notes else ""))
+        started = time.perf_counter()
+        record = self.platform.run(spec, deterministic=self.deterministic)
+        release_model_memory()
+        run = read_run_json(record)
+        metrics = run["metrics"]
+        trial.set_user_attr("run_id", run["run_id"])
+        trial.set_user_attr("record", str(record))
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        value = metrics.get(search.METRICS[self.metric][0])
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            trial.set_user_attr("pruned_reason", f"{self.metric} is {value} (training diverged?)")
+            raise optuna.TrialPruned(f"{self.metric} is {value}")
+        print(f"[explore] trial {trial.number}: {self.metric} {value:.4f} ({run['run_id']})")
+        return float(value)
+
+    def twin(self, spec_hash: str, number: int):
+        from optuna.trial import TrialState
+
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number != number and t.user_attrs.get("spec_hash") == spec_hash:
+                return t
+        return None
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class ExploreReport:
+    """The study's trials, best first."""
+
+    def __init__(self, study, space, metric: str, name: str, storage: str):
+        from core.search import ranked_trials
+
+        self.study, self.space, self.metric, self.name, self.storage = study, space, metric, name, storage
+        self.trials = ranked_trials(study)
+
+    def to_dict(self) -> dict[str, Any]:
+        trials = []
+        for rank, t in enumerate(self.trials, 1):
+            trials.append({"rank": rank if t.state.name == "COMPLETE" else None, "number": t.number,
+                           "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                           **{k: t.user_attrs.get(k) for k in ("run_id", "record", "metrics", "seconds", "spec_hash",
+                                                               "duplicate_of", "pruned_reason", "notes")}})
+        return {"title": f"explore {self.name}", "study": self.name, "storage": self.storage,
+                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "metric": self.metric, "direction": self.study.direction.name.lower(),
+                "search_space": self.space.to_dict(), "trials": trials}
+
+    def markdown(self) -> str:
+        rows = []
+        for rank, t in enumerate(self.trials, 1):
+            m = t.user_attrs.get("metrics") or {}
+            state = t.state.name.lower()
+            note = (f"same spec as trial {t.user_attrs['duplicate_of']}" if "duplicate_of" in t.user_attrs
+                    else t.user_attrs.get("pruned_reason") or ("" if state == "complete" else state))
+            rows.append([rank if state == "complete" else "—", t.number, params_text(t.params),
+                         _num(t.value), _num(m.get("test_accuracy")), _num(m.get("test_loss")),
+                         format_seconds(t.user_attrs["seconds"]) if t.user_attrs.get("seconds") else "—",
+                         t.user_attrs.get("run_id") or "—", note])
+        lines = [f"# Explore: {self.name}", "",
+                 f"Optuna study `{self.name}` ({self.storage}), {len(self.trials)} trials, "
+                 f"{self.study.direction.name.lower()} {self.metric}.", "",
+                 markdown_table(["rank", "trial", "parameters", self.metric, "test accuracy", "test loss",
+                                 "time", "run", "note"], rows)]
+        return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+def write_best(study, path: Path, name: str, metric: str) -> None:
+    from core.search import best_spec_yaml
+
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("[explore] no completed trial yet: nothing written to --write-best", file=sys.stderr)
+        return
+    header = (f"Best trial ({best.number}) of Optuna study {name!r}: {metric} {best.value:.4f}, "
+              f"{params_text(best.params)}.\nWritten by `python run.py explore --write-best`; "
+              "the spec is the trial's exactly (its data limits included).")
+    text = best_spec_yaml(best.user_attrs["spec"], path.stem, header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(f"best trial {best.number} written as a spec: {path} (run it: python run.py --spec {path})")

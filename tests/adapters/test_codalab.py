@@ -1,0 +1,406 @@
+"""CodaLab: the bundle, the run inside a simulated worker, and the `cl` commands.
+
+The worker is simulated as CodaLab's worker runs a bundle (codalab/worker/docker_utils.py):
+a fresh working directory with each dependency under its key, read-only, HOME set to
+the working directory, CODALAB=true, and the manifest's command run as
+`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`. The `cl` CLI itself (an external tool
+that needs a server) is a stub that records its argv and mimics `cl download`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import run as harness
+from adapters import codalab
+from cli import remote
+from core.data import FULL_DIGEST, SHAPES, Mnist, read_npz, verify
+from core.spec import load_spec
+from results.loaders import discover
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--epochs", "1", "--train-limit", "300", "--test-limit", "200"]
+CL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")  # CodaLab's NAME_REGEX (`cl help upload`)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> types.SimpleNamespace:
+    out = tmp_path_factory.mktemp("bundle") / "codalab"
+    assert remote.main("bundle", ["codalab", "--out", str(out), *TINY]) == 0
+    return types.SimpleNamespace(dir=out, manifest=json.loads((out / codalab.MANIFEST).read_text()))
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every path under `folder` with its type, mode, size, mtime and content digest."""
+    out = {}
+    for p in [folder, *sorted(folder.rglob("*"))]:
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        out[p.relative_to(folder).as_posix()] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size, st.st_mtime_ns,
+                                                 digest)
+    return out
+
+
+def python_bin(folder: Path) -> Path:
+    """A folder with a `python` that runs this interpreter (the image's `python`), for the worker's PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # exec by path, not a symlink: a venv's python finds its site-packages from the path it was started as
+    (folder / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (folder / "python").chmod(0o755)
+    return folder
+
+
+def worker_env(work: Path, tmp: Path) -> dict[str, str]:
+    # What CodaLab's worker sets (HOME, CODALAB) and nothing from this machine: no host MNIST cache.
+    return {"PATH": f"{python_bin(tmp / 'image-bin')}:/usr/bin:/bin", "HOME": str(work), "CODALAB": "true",
+            "MNIST_HARNESS_CACHE": str(tmp / "no-cache"), "XDG_CACHE_HOME": str(tmp / "no-xdg")}
+
+
+@pytest.fixture(scope="module")
+def worker(bundle, tmp_path_factory) -> types.SimpleNamespace:
+    """The bundle run in a simulated worker, and the same spec run locally (in parallel)."""
+    tmp = tmp_path_factory.mktemp("worker")
+    work = tmp / "0x5d0d2b3d9c0e4c5f8a6e2a1b3c4d5e6f"  # the worker's working directory is /<run bundle uuid>
+    work.mkdir()
+    deps = {d["key"]: work / d["key"] for d in bundle.manifest["dependencies"]}
+    for key, dest in deps.items():
+        shutil.copytree(bundle.dir / bundle.manifest["bundles"][key]["path"], dest)
+        subprocess.run(["chmod", "-R", "a-w", str(dest)], check=True)
+    before = {key: snapshot(dest) for key, dest in deps.items()}
+    command = bundle.manifest["command"]
+    proc = subprocess.Popen(["/bin/bash", "-c", f"( {command}; ) >stdout 2>stderr"], cwd=work,
+                            env=worker_env(work, tmp))
+    local_runs = tmp / "local-runs"
+    local = subprocess.Popen([sys.executable, "run.py", "--platform", "local", *TINY, "--runs-dir", str(local_runs)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local_out, _ = local.communicate(timeout=900)
+    rc = proc.wait(timeout=900)
+    after = {key: snapshot(dest) for key, dest in deps.items()}
+    yield types.SimpleNamespace(work=work, tmp=tmp, rc=rc, deps=deps, before=before, after=after,
+                                local_rc=local.returncode, local_out=local_out, local_runs=local_runs)
+    for dest in deps.values():
+        subprocess.run(["chmod", "-R", "u+w", str(dest)], check=False)
+
+
+def stderr_tail(work: Path) -> str:
+    return "\n".join((work / "stderr").read_text(errors="replace").splitlines()[-15:])
+
+
+# --- The bundle ------------------------------------------------------------------------
+
+def test_code_bundle_holds_the_harness_the_spec_and_vendored_pyyaml_only(bundle):
+    code = bundle.dir / "code"
+    top = sorted(p.name for p in code.iterdir())
+    assert top == sorted([*codalab.CODE_PARTS, codalab.SPEC_FILE, codalab.BUNDLE_INFO, "vendor"])
+    files = [p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()]
+    assert "core/specs/canonical.yaml" in files and "adapters/codalab.py" in files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or "/." in f or f.startswith(".")]
+    assert sorted(p.name for p in (code / "vendor" / "yaml").iterdir())[:2] == ["__init__.py", "composer.py"]
+    assert not list((code / "vendor").rglob("*.so")), "a compiled extension would tie the bundle to one Python"
+    count, digest = codalab.tree_sha256(code)
+    assert bundle.manifest["bundles"]["code"]["files"] == count
+    assert bundle.manifest["bundles"]["code"]["sha256"] == digest
+
+
+def test_data_bundle_is_verified_mnist_in_one_npz_with_its_digest(bundle):
+    files = list((bundle.dir / "data").iterdir())
+    assert [f.name for f in files] == ["mnist.npz"]
+    data = bundle.manifest["bundles"]["data"]
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == data["sha256"]
+    assert data["data_digest"] == FULL_DIGEST
+    mnist = verify(read_npz(files[0]), "test")  # raises unless all four arrays are the official ones
+    assert mnist.x_train.shape == (60000, 28, 28)
+    assert bundle.manifest["bundles"]["data"]["name"] == f"mnist-data-{data['sha256'][:12]}"
+
+
+def test_data_bundle_bytes_do_not_depend_on_when_it_was_written(bundle, tmp_path):
+    with zipfile.ZipFile(bundle.dir / "data" / "mnist.npz") as z:
+        assert {m.date_time for m in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert sorted(m.filename for m in z.infolist()) == ["x_test.npy", "x_train.npy", "y_test.npy", "y_train.npy"]
+    small = Mnist(**{k: np.arange(12, dtype=np.uint8).reshape(-1, 2) for k in SHAPES}, source="test")
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    codalab.write_mnist_npz(small, first)
+    codalab.write_mnist_npz(small, second)
+    assert first.read_bytes() == second.read_bytes()
+    assert np.array_equal(read_npz(first)["x_train"], small.x_train)
+
+
+def test_bundled_spec_is_the_spec_asked_for_with_its_hash(bundle):
+    local = load_spec("canonical", {"epochs": 1, "data.train_limit": 300, "data.test_limit": 200})
+    bundled = load_spec(bundle.dir / "code" / "spec.yaml")
+    assert bundled.hash == local.hash == bundle.manifest["spec"]["hash"]
+    assert bundle.manifest["spec"]["overrides"] == {"epochs": 1, "data.train_limit": 300, "data.test_limit": 200}
+
+
+def test_manifest_names_image_resources_and_no_network(bundle):
+    m = bundle.manifest
+    assert m["resources"] == {"docker_image": "tensorflow/tensorflow:2.21.0", "memory": "4g", "cpus": 2,
+                              "time": "2h", "gpus": 0, "network": False}
+    assert m["image"]["tensorflow_pin"] == codalab.pinned_versions()["tensorflow"]
+    assert m["dependencies"] == [{"key": "code", "bundle": m["bundles"]["code"]["name"]},
+                                 {"key": "data", "bundle": m["bundles"]["data"]["name"]}]
+    assert " -B " in m["command"] and "PYTHONPATH=code/vendor" in m["command"]
+    assert "--platform codalab" in m["command"] and "--runs-dir runs" in m["command"]
+
+
+def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
+    script = (bundle.dir / codalab.SCRIPT).read_text()
+    subprocess.run(["bash", "-n", str(bundle.dir / codalab.SCRIPT)], check=True)  # valid bash
+    lines = [shlex.split(line) for line in script.splitlines() if line.startswith("cl ")]
+    m = bundle.manifest
+    assert lines == m["cl"]
+    assert [argv[1] for argv in lines] == ["work", "upload", "upload", "run", "wait", "download"]
+    work, up_code, up_data, run, wait, download = lines
+    assert work == ["cl", "work", "https://worksheets.codalab.org::"]  # <alias>::  = home worksheet
+    assert up_code[2:5] == ["code", "-n", m["bundles"]["code"]["name"]]
+    assert up_data[2:5] == ["data", "-n", m["bundles"]["data"]["name"]]
+    # cl run [<key>]:<bundle> ... '<command>' [options]: targets first, then one command argument.
+    targets = run[2:4]
+    assert targets == [f"{d['key']}:{d['bundle']}" for d in m["dependencies"]]
+    for target in targets:
+        key, bundle_name = target.split(":")
+        assert CL_NAME.match(key) and CL_NAME.match(bundle_name)
+    assert run[4] == m["command"] and "%" not in run[4]  # `cl run` expands %...% in commands
+    options = dict(zip(run[5::2], run[6::2]))
+    assert options == {"--request-docker-image": "tensorflow/tensorflow:2.21.0", "--request-memory": "4g",
+                       "--request-cpus": "2", "--request-time": "2h", "-n": m["bundles"]["run"]["name"],
+                       "-d": options["-d"]}
+    assert all(CL_NAME.match(b["name"]) for b in m["bundles"].values())
+    assert wait == ["cl", "wait", m["bundles"]["run"]["name"]]
+    assert download == ["cl", "download", m["bundles"]["run"]["name"], "-o", m["bundles"]["run"]["download"]]
+
+
+def test_gpus_ask_for_the_gpu_image_and_request_gpus():
+    template = codalab.manifest_template()
+    assert codalab.docker_image(None, 1, "2.21.0", template) == "tensorflow/tensorflow:2.21.0-gpu"
+    assert codalab.docker_image("me/img:1", 1, "2.21.0", template) == "me/img:1"
+    plan = codalab.CodaLabRun("c", "d", "r", "true", "img", "8g", 4, "1d", 2, "main", "ws", "x")
+    run = plan.cl_commands()["run"]
+    assert run[run.index("--request-gpus") + 1] == "2"
+    assert plan.cl_commands()["work"] == ["cl", "work", "main::ws"]
+
+
+def test_code_bundle_leaves_out_caches_runs_venv_and_secrets(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    for part in codalab.CODE_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            root.mkdir(exist_ok=True)
+            shutil.copy2(src, root / part)
+    secret = "sk-test-5ecret-never-in-a-bundle"
+    planted = {
+        "core/__pycache__/spec.cpython-311.pyc": b"\0",
+        "adapters/kaggle.json": json.dumps({"username": "u", "key": secret}).encode(),
+        "cli/.env": f"COMET_API_KEY={secret}\n".encode(),
+        "results/api_token.txt": secret.encode(),
+        "core/specs/.scratch.yaml": b"a: 1\n",
+        "core/mnist.npz": b"PK",
+        "adapters/id_rsa": secret.encode(),
+        "runs/20260101T000000Z-local-0-0/run.json": b"{}",
+        ".venv/bin/python": b"",
+        ".git/config": b"",
+    }
+    for rel, content in planted.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+    monkeypatch.setenv("CODALAB_TEST_API_KEY", secret)
+    dest = tmp_path / "code"
+    dest.mkdir()
+    codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
+    files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert not files & set(planted)
+    assert {"core/spec.py", "core/specs/canonical.yaml", "run.py", "spec.yaml", "vendor/yaml/__init__.py"} <= files
+    assert not [f for f in dest.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
+
+
+def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):
+    cases = [(["--memory", "4 gigs"], "--memory"), (["--time", "soon"], "--time"), (["--cpus", "0"], "--cpus"),
+             (["--worksheet", "my worksheet"], "--worksheet"), (["--instance", "ftp://x::y"], "--instance")]
+    for extra, flag in cases:
+        out = tmp_path / "b"
+        assert harness.main(["bundle", "codalab", "--out", str(out), *extra]) == 2
+        assert flag in capsys.readouterr().err
+        assert not out.exists()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    assert harness.main(["bundle", "codalab", "--out", str(used)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+# --- Inside the worker --------------------------------------------------------------------
+
+def test_worker_run_completes_a_record_in_the_working_directory(worker):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    records = list((worker.work / "runs").iterdir())
+    assert len(records) == 1 and not records[0].name.startswith(".")
+    run = json.loads((records[0] / "run.json").read_text())
+    assert (run["status"], run["platform"]) == ("completed", "codalab")
+    assert run["data"] == {"source": "CodaLab data bundle data/mnist.npz", "n_train": 300, "n_test": 200}
+    info = run["environment"]["platform_info"]
+    assert info["in_worker"] is True and info["run_bundle_uuid"] == worker.work.name
+    assert info["bundle"]["bundles"]["code"].startswith("mnist-harness-code-")
+    assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
+
+
+def test_worker_writes_nothing_into_the_dependencies(worker):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    for key in worker.deps:
+        assert worker.after[key] == worker.before[key], f"{key}/ changed during the run"
+    assert not list(worker.deps["code"].rglob("__pycache__"))
+
+
+def test_worker_imports_the_vendored_pyyaml_without_network_or_install(bundle, worker):
+    env = worker_env(worker.work, worker.tmp / "probe")
+    probe = subprocess.run(["/bin/bash", "-c", "PYTHONPATH=code/vendor python -B -c "
+                            "'import yaml; print(yaml.__file__, yaml.__with_libyaml__)'"],
+                           cwd=worker.work, env=env, capture_output=True, text=True, check=True)
+    path, with_libyaml = probe.stdout.split()
+    assert Path(path).resolve() == (worker.work / "code" / "vendor" / "yaml" / "__init__.py").resolve()
+    assert with_libyaml == "False"
+
+
+def test_worker_record_loads_beside_a_local_run_of_the_same_spec(worker):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.local_rc == 0, worker.local_out[-2000:]
+    runs, skipped = discover([worker.work, worker.local_runs])
+    assert not skipped
+    by_platform = {r.run["platform"]: r for r in runs}
+    assert set(by_platform) == {"codalab", "local"}
+    cl, local = by_platform["codalab"], by_platform["local"]
+    assert cl.loader == "codalab"
+    assert cl.run["spec_hash"] == local.run["spec_hash"]
+    assert cl.run["data_digest"] == local.run["data_digest"]
+    # Same machine, same TensorFlow, op determinism on: the worker must not change a single prediction.
+    assert cl.run["predictions_sha256"] == local.run["predictions_sha256"]
+    assert np.array_equal(cl.predictions(), local.predictions())
+
+
+def test_worker_without_the_data_dependency_fails_with_one_readable_line(bundle, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(bundle.dir / "code", work / "code")
+    proc = subprocess.run(["/bin/bash", "-c", bundle.manifest["command"]], cwd=work,
+                          env=worker_env(work, tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "data/mnist.npz: not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (work / "runs").exists() or not any((work / "runs").iterdir())
+
+
+# --- Push and pull, with a stand-in for the `cl` CLI ------------------------------------------
+
+FAKE_CL = """#!{python}
+# Stand-in for the CodaLab CLI: logs its argv; `upload`/`run` print a uuid, `download` copies a folder.
+import json, os, shutil, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_CL_LOG"], "a") as log:
+    log.write(json.dumps(["cl", *args]) + "\\n")
+if args[0] in ("upload", "run"):
+    print("0x" + "ab" * 16)
+elif args[0] == "download":
+    if os.environ.get("FAKE_CL_FAIL"):
+        sys.exit("Error: bundle not found: " + args[1])
+    out = args[args.index("-o") + 1]
+    print("Downloading " + args[1] + " => " + out)
+    # The worker removes the mounted dependencies before it uploads the run bundle.
+    src = os.environ["FAKE_CL_BUNDLE"]
+    shutil.copytree(src, out, ignore=lambda d, names: [n for n in names if d == src and n in ("code", "data")])
+"""
+
+
+@pytest.fixture
+def fake_cl(tmp_path, monkeypatch) -> types.SimpleNamespace:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "cl").write_text(FAKE_CL.format(python=sys.executable))
+    (bin_dir / "cl").chmod(0o755)
+    log = tmp_path / "cl.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CL_LOG", str(log))
+    return types.SimpleNamespace(log=log, calls=lambda: [json.loads(l) for l in log.read_text().splitlines()]
+                                 if log.exists() else [])
+
+
+def test_push_runs_exactly_the_manifest_cl_commands(bundle, fake_cl, tmp_path, monkeypatch):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.dir, copy)
+    remote_bundle = tmp_path / "remote"
+    remote_bundle.mkdir()
+    (remote_bundle / "stdout").write_text("")
+    (remote_bundle / "stderr").write_text("")
+    monkeypatch.setenv("FAKE_CL_BUNDLE", str(remote_bundle))
+    assert remote.main("push", ["codalab", str(copy)]) == 0
+    assert fake_cl.calls() == bundle.manifest["cl"]
+    assert (copy / bundle.manifest["bundles"]["run"]["download"] / "stdout").is_file()
+
+
+def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(python_bin(tmp_path / "bin")))  # no `cl` anywhere
+    assert harness.main(["push", "codalab", str(bundle.dir)]) == 1
+    err = capsys.readouterr().err
+    assert "`cl` is not on PATH" in err and "pipx install --python python3.9 codalab" in err
+    assert harness.main(["push", "codalab", str(tmp_path)]) == 2  # not a bundle folder
+    assert "not a CodaLab bundle" in capsys.readouterr().err
+
+
+def test_pull_puts_the_run_record_into_runs(worker, fake_cl, tmp_path, monkeypatch, capsys):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    monkeypatch.setenv("FAKE_CL_BUNDLE", str(worker.work))
+    runs_dir = tmp_path / "runs"
+    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0
+    assert fake_cl.calls()[0][:3] == ["cl", "download", "mnist-run-x"]
+    records = [p for p in runs_dir.iterdir()]
+    assert len(records) == 1, "the download folder must not be left behind"
+    run = json.loads((records[0] / "run.json").read_text())
+    assert run["links"]["codalab"]["bundle"] == "mnist-run-x"
+    assert run["links"]["codalab"]["run_bundle_uuid"] == worker.work.name
+    assert (records[0] / "codalab" / "stderr").read_text() == (worker.work / "stderr").read_text()
+    runs, skipped = discover([runs_dir])
+    assert [(r.run["platform"], r.run["status"], r.loader) for r in runs] == [("codalab", "completed", "record")]
+    assert not skipped
+    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0  # again: no copy
+    assert "already in runs" in capsys.readouterr().out
+    assert len(list(runs_dir.iterdir())) == 1
+
+
+def test_pull_of_a_bundle_without_a_record_says_why(fake_cl, tmp_path, monkeypatch, capsys):
+    failed = tmp_path / "failed-run"
+    failed.mkdir()
+    (failed / "stdout").write_text("")
+    (failed / "stderr").write_text("Traceback (most recent call last):\n"
+                                   "ModuleNotFoundError: No module named 'yaml'\n")
+    monkeypatch.setenv("FAKE_CL_BUNDLE", str(failed))
+    runs_dir = tmp_path / "runs"
+    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
+    assert "No module named 'yaml'" in capsys.readouterr().err
+    assert list(runs_dir.iterdir()) == []
+    monkeypatch.setenv("FAKE_CL_FAIL", "1")
+    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
+    assert "bundle not found" in capsys.readouterr().err
+
+
+def test_compare_skips_a_run_bundle_without_a_record_with_its_stderr(tmp_path):
+    failed = tmp_path / "run-bundle"
+    (failed / "runs" / ".partial-20260101T000000Z-codalab-0-0").mkdir(parents=True)
+    (failed / "stdout").write_text("")
+    (failed / "stderr").write_text("Epoch 1/12\n")
+    runs, skipped = discover([failed])
+    assert runs == [] and len(skipped) == 1
+    assert "unfinished .partial- record" in skipped[0].reason

@@ -1,0 +1,179 @@
+"""Each output format of `run.py compare`, the CLI around it, and that it never imports TensorFlow."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from core.spec import load_spec
+from results.compare import VERDICTS, compare_paths
+from results.render import CSV_COLUMNS, render_csv, render_json, render_markdown, render_text
+from results.synthetic import START, write_partial, write_record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    """Two seeds, a rerun, a GPU run, a changed setting, a failed run, a corrupt folder, a killed run."""
+    import datetime as dt
+
+    from results.testset import TestLabels
+
+    y = TestLabels().y_test()
+    if y is None:
+        pytest.skip("MNIST is not in the data cache (make test runs `python run.py data fetch` first)")
+    folder = tmp_path_factory.mktemp("mix")
+    spec = load_spec("canonical", {"epochs": 3})
+    when = iter(START + dt.timedelta(minutes=10 * i) for i in range(20))
+    write_record(folder, spec=spec, seed=42, labels=y, when=next(when))
+    write_record(folder, spec=spec, seed=42, labels=y, when=next(when), platform="comet")
+    write_record(folder, spec=spec, seed=43, labels=y, when=next(when))
+    write_record(folder, spec=spec, seed=42, labels=y, when=next(when), platform="kaggle")
+    write_record(folder, spec=spec, seed=44, labels=y, when=next(when), status="failed")
+    write_record(folder, spec=load_spec("canonical", {"epochs": 3, "batch_size": 64}), labels=y, when=next(when))
+    corrupt = write_record(folder, spec=spec, seed=45, labels=y, when=next(when))
+    (corrupt / "run.json").write_text("{not json")
+    write_partial(folder)
+    return folder
+
+
+def test_text_shows_the_table_the_band_the_pairs_and_the_skipped(mix):
+    text = render_text(compare_paths([mix]))
+    assert "6 runs of 2 experiments" in text and "skipped (2)" in text
+    assert "corrupt run.json" in text and "incomplete" in text
+    assert "  * seed " in text and "  * platform " in text  # rows that differ are marked
+    assert "    data digest " in text  # and equal rows are not
+    assert "A–B identical" in " ".join(text.split())
+    assert "noise band ±0.30 pp, the default" in text
+    assert "verdict matrix" in text
+    assert "no verdict: status failed" in text
+    assert "in batch_size (128 here, 64 there)" in text
+    assert "\x1b[" not in text  # colour only on a terminal
+
+
+def test_markdown_has_a_table_per_experiment(mix):
+    md = render_markdown(compare_paths([mix]))
+    assert md.startswith("# Run comparison")
+    assert "| | **A** | **B** | **C** | **D** | **E** |" in md
+    assert "| **seed** ≠ | 42 | 42 | 43 | 42 | 44 |" in md
+    assert "| A–B | **identical** |" in md
+    assert "## Skipped (2)" in md
+
+
+def test_csv_has_one_row_per_run_with_its_verdicts(mix):
+    rows = list(csv.DictReader(io.StringIO(render_csv(compare_paths([mix])))))
+    assert len(rows) == 6 and tuple(rows[0]) == CSV_COLUMNS
+    first = rows[0]
+    assert first["label"] == "A" and first["verdicts"].startswith("B=identical")
+    assert len(first["weights_sha256"]) == 64  # full hashes for scripts
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["verdicts"] == "" and failed[0]["no_verdict_because"]
+
+
+def test_json_follows_its_documented_layout(mix):
+    doc = json.loads(render_json(compare_paths([mix])))
+    assert (doc["format"], doc["format_version"]) == ("harness-compare", 1)
+    assert set(doc) == {"format", "format_version", "paths", "tolerance_pp", "n_runs", "verdict_counts",
+                        "experiments", "skipped"}
+    big = doc["experiments"][0]
+    assert set(big) == {"experiment_hash", "name", "summary", "spec", "nearest_experiment", "runs", "differing_rows",
+                        "noise_band", "verdict_counts", "pairs"}
+    assert len(big["runs"]) == 5 and len(big["pairs"]) == 6  # 4 runs with verdicts
+    pair = big["pairs"][0]
+    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "delta_accuracy_pp", "differences", "agreement"}
+    assert pair["verdict"] in VERDICTS and pair["agreement"]["n"] == 10000
+    assert set(pair["agreement"]) == {"n", "same_class", "share", "a_right_b_wrong", "b_right_a_wrong", "note"}
+    assert big["noise_band"]["origin"] == "default"
+    assert big["nearest_experiment"]["differences"] == [{"what": "batch_size", "this": "128", "nearest": "64"}]
+    documented = (ROOT / "results" / "COMPARE_JSON.md").read_text()
+    for key in list(big) + list(pair) + list(big["runs"][0]["fields"]):
+        assert f"`{key}`" in documented, key
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+
+def run_compare(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`run.py compare ARGS` in a fresh interpreter that then prints which heavy modules it imported."""
+    code = ("import sys, run; rc = run.main(['compare', *sys.argv[1:]]); "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'matplotlib', 'adapters'}); "
+            "print('IMPORTED', ','.join(heavy)); sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_html_is_one_file_with_inlined_plots_and_no_tensorflow(mix, tmp_path):
+    out = tmp_path / "report.html"
+    p = run_compare(str(mix), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "IMPORTED matplotlib\n" in p.stdout  # matplotlib for the plots; never TensorFlow, Keras or an adapter
+    assert f"html report: {out}" in p.stdout
+    parser = _Images()
+    parser.feed(out.read_text())
+    assert parser.tags[0] == "html" and "table" in parser.tags
+    pngs = [src for src in parser.images if src.startswith("data:image/png;base64,")]
+    assert len(pngs) == len(parser.images) >= 4  # verdict matrix, curves, confusion matrices, timings
+    for src in pngs:
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_text_compare_imports_neither_tensorflow_nor_matplotlib(mix):
+    p = run_compare(str(mix), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith("IMPORTED")
+    assert json.loads(p.stdout[: p.stdout.rindex("IMPORTED")])["n_runs"] == 6
+
+
+def test_bad_options_are_one_line_and_exit_2(mix, tmp_path):
+    for args, words in (([str(mix), "--out", str(tmp_path / "nope" / "r.html")], "does not exist"),
+                        ([str(mix), "--tolerance", "-1"], "--tolerance must be"),
+                        ([str(mix), "--format", "pdf"], "invalid choice")):
+        p = subprocess.run([sys.executable, "run.py", "compare", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr
+
+
+def test_out_suffix_picks_the_format(mix, tmp_path):
+    for suffix, check in ((".md", lambda t: t.startswith("# Run comparison")),
+                          (".csv", lambda t: t.startswith("experiment,label,run_id")),
+                          (".json", lambda t: json.loads(t)["format"] == "harness-compare")):
+        out = tmp_path / f"r{suffix}"
+        p = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--out", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and check(out.read_text()), p.stderr
+
+
+def test_a_record_with_odd_values_still_compares_in_every_format(tmp_path, y_test):
+    from results.render import FORMATS
+
+    record = write_record(tmp_path, labels=y_test)
+    write_record(tmp_path, labels=y_test, weights="other", platform="kaggle")
+    run = json.loads((record / "run.json").read_text())
+    run.update(seed=[1, 2], metrics={"test_accuracy": "high", "test_loss": None}, timings=None, environment=[],
+               determinism={"threads": "many"}, history={"accuracy": "rising"})
+    run["spec"]["epochs"] = float("nan")
+    (record / "run.json").write_text(json.dumps(run))  # NaN is what json.dumps writes, and json.loads reads
+    cmp = compare_paths([tmp_path])
+    for name, render in FORMATS.items():
+        if name != "html":  # matplotlib is slow here; the html test above covers the format
+            assert render(cmp)
+    assert "NaN" not in render_json(cmp)
+    odd = next(v for g in cmp.groups for v in g.runs if v.loaded.source == record)
+    assert odd.excluded == "the record has no test accuracy"
