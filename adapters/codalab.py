@@ -39,7 +39,7 @@ import numpy as np
 from adapters.base import Platform
 from cli.options import add_spec_options, spec_from_args, spec_overrides
 from core.data import SHAPES, DataError, Mnist, file_sha256, load_mnist, read_npz, verify
-from core.environment import HARNESS_ROOT, git_state
+from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state, harness_stamp
 from core.errors import HarnessError, UsageError
 from core.record import PARTIAL_PREFIX, read_run_json, update_run_json, utc_now
 from core.spec import ExperimentSpec, load_spec
@@ -380,6 +380,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
                    "docker_image": image, "pins": {k: pins.get(k) for k in ("tensorflow", "keras")},
                    "vendored": code["vendored"], "data_sha256": data_sha}
     (folder / CODE_KEY / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2) + "\n")
+    (folder / CODE_KEY / HARNESS_STAMP).write_text(harness_stamp())  # the worker has no git
     n_files, code_sha = tree_sha256(folder / CODE_KEY)
 
     commands = plan.cl_commands()

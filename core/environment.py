@@ -5,6 +5,7 @@ Anything whose name looks like a secret is redacted before it is written.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -22,6 +23,11 @@ NUMERIC_ENV_PREFIXES = ("TF_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "KERAS_", "C
                         "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 REDACTED = "<redacted>"
+# Variables TensorFlow sets in its own process when it is imported: recorded only when
+# they were already set before (by the user), so a second run in one process records
+# the same environment as the first.
+SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM")
+_ENV_AT_START = frozenset(os.environ)
 # CPU flags that select different kernels in oneDNN/Eigen, hence different rounding.
 NUMERIC_CPU_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|avx_vnni)$")
 PACKAGES = ("tensorflow", "keras", "numpy", "h5py", "jax", "jaxlib", "torch", "comet_ml", "openml", "kaggle")
@@ -33,7 +39,8 @@ def redact_env(env: dict[str, str]) -> dict[str, str]:
 
 def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment variables that affect numerics, secrets redacted."""
-    environ = dict(os.environ if environ is None else environ)
+    if environ is None:
+        environ = {k: v for k, v in os.environ.items() if k in _ENV_AT_START or not k.startswith(SET_BY_IMPORTS)}
     return redact_env({k: v for k, v in environ.items() if k.startswith(NUMERIC_ENV_PREFIXES)})
 
 
@@ -82,8 +89,15 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
+
+
 def git_state(root: Path = HARNESS_ROOT) -> dict[str, Any]:
-    """The harness's commit and whether the tree was dirty; nulls outside a git checkout."""
+    """The harness's commit and whether the tree was dirty.
+
+    Outside a git checkout (a Kaggle kernel, a CodaLab worker) the stamp that the
+    bundle was built with answers instead; nulls when there is neither.
+    """
     def git(*args: str) -> str | None:
         try:
             p = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -91,11 +105,26 @@ def git_state(root: Path = HARNESS_ROOT) -> dict[str, Any]:
             return None
         return p.stdout.strip() if p.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    top = git("rev-parse", "--show-toplevel")  # an unpacked bundle inside someone else's repo is not ours
+    commit = git("rev-parse", "HEAD") if top and Path(top).resolve() == root.resolve() else None
     if commit is None:
-        return {"commit": None, "dirty": None}
+        return _stamped_state(root)
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status)}
+
+
+def _stamped_state(root: Path) -> dict[str, Any]:
+    try:
+        stamp = json.loads((root / HARNESS_STAMP).read_text())
+        return {"commit": stamp["commit"], "dirty": stamp["dirty"], "from": HARNESS_STAMP}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"commit": None, "dirty": None}
+
+
+def harness_stamp(root: Path = HARNESS_ROOT) -> str:
+    """The HARNESS_STAMP file's text for a bundle built from this checkout."""
+    state = git_state(root)
+    return json.dumps({"commit": state["commit"], "dirty": state["dirty"]}, indent=2) + "\n"
 
 
 def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:

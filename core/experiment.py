@@ -84,13 +84,13 @@ def _targets(spec: ExperimentSpec, labels: np.ndarray) -> np.ndarray:
 class EpochTimer:
     """Keras callback: wall seconds of each epoch (fit's own work only)."""
 
-    def __new__(cls):
+    def __new__(cls, seconds: list[float] | None = None):
         import keras
 
         class _Timer(keras.callbacks.Callback):
             def __init__(self):
                 super().__init__()
-                self.seconds: list[float] = []
+                self.seconds: list[float] = [] if seconds is None else seconds
 
             def on_epoch_begin(self, epoch, logs=None):
                 self._t = time.perf_counter()
@@ -101,10 +101,15 @@ class EpochTimer:
         return _Timer()
 
 
-def train(model, spec: ExperimentSpec, data: Mnist, callbacks: Sequence = (), verbose: int | str | None = None):
-    """model.fit on the spec's split; returns (history dict, epoch seconds)."""
+def train(model, spec: ExperimentSpec, data: Mnist, callbacks: Sequence = (), verbose: int | str | None = None,
+          epoch_seconds: list[float] | None = None):
+    """model.fit on the spec's split; returns (history dict, epoch seconds).
+
+    Each finished epoch's seconds are appended to `epoch_seconds` (when given) as it
+    ends, so a run stopped half-way still knows how long its finished epochs took.
+    """
     (x, y), val = split_train_validation(data, spec.split)
-    timer = EpochTimer()
+    timer = EpochTimer(epoch_seconds)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a bar on a terminal, a line per epoch in logs
     history = model.fit(
@@ -197,8 +202,7 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
         run["determinism"].update(steps_per_execution=model.steps_per_execution, jit_compile=bool(model.jit_compile))
         log(f"[run] {run_id}: {spec.name} ({spec.short_hash}), {len(data.x_train)} train / "
             f"{len(data.x_test)} test images, {spec.epochs} epochs")
-        history, seconds = train(model, spec, data, callbacks)
-        epoch_seconds.extend(seconds)
+        history, _ = train(model, spec, data, callbacks, epoch_seconds=epoch_seconds)
         result = evaluate(model, spec, data)
         write_artifacts(writer, model, history, epoch_seconds, result)
         run.update({

@@ -85,3 +85,21 @@ def test_a_failing_run_publishes_a_failed_record(mnist, tmp_path):
     run = json.loads((folder / "run.json").read_text())
     assert run["status"] == "failed" and "ValueError" in run["error"] and run["traceback"]
     assert str(folder) in str(e.value)
+
+
+def test_an_interrupted_run_keeps_the_seconds_of_its_finished_epochs(mnist, tmp_path):
+    import keras
+
+    class StopInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    spec = load_spec("canonical", {**TINY, "epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment(spec, mnist, tmp_path, "local", callbacks=[StopInSecondEpoch()], log=lambda m: None)
+    [folder] = list(tmp_path.iterdir())
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    [seconds] = run["timings"]["epoch_seconds"]  # epoch 1 finished, epoch 2 never did
+    assert 0 < seconds < run["timings"]["total_seconds"]

@@ -28,6 +28,7 @@ import run as harness
 from adapters import codalab
 from cli import remote
 from core.data import FULL_DIGEST, SHAPES, Mnist, read_npz, verify
+from core.environment import HARNESS_STAMP, git_state
 from core.spec import load_spec
 from results.loaders import discover
 
@@ -104,7 +105,7 @@ def stderr_tail(work: Path) -> str:
 def test_code_bundle_holds_the_harness_the_spec_and_vendored_pyyaml_only(bundle):
     code = bundle.dir / "code"
     top = sorted(p.name for p in code.iterdir())
-    assert top == sorted([*codalab.CODE_PARTS, codalab.SPEC_FILE, codalab.BUNDLE_INFO, "vendor"])
+    assert top == sorted([*codalab.CODE_PARTS, codalab.SPEC_FILE, codalab.BUNDLE_INFO, HARNESS_STAMP, "vendor"])
     files = [p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()]
     assert "core/specs/canonical.yaml" in files and "adapters/codalab.py" in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or "/." in f or f.startswith(".")]
@@ -253,10 +254,13 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
     assert len(records) == 1 and not records[0].name.startswith(".")
     run = json.loads((records[0] / "run.json").read_text())
     assert (run["status"], run["platform"]) == ("completed", "codalab")
-    assert run["data"] == {"source": "CodaLab data bundle data/mnist.npz", "n_train": 300, "n_test": 200}
+    assert run["data"] == {"source": "CodaLab data bundle data/mnist.npz", "n_train": 300, "n_test": 200,
+                           "verified_by": "sha256"}
     info = run["environment"]["platform_info"]
     assert info["in_worker"] is True and info["run_bundle_uuid"] == worker.work.name
     assert info["bundle"]["bundles"]["code"].startswith("mnist-harness-code-")
+    # No git in the worker: the commit comes from the stamp the bundle was built with.
+    assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP}
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
 
 
