@@ -19,7 +19,7 @@ run: data
 	$(PY) run.py --platform local
 
 test: data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: data
 	$(PY) run.py bench

@@ -16,6 +16,7 @@ No TensorFlow here: loading data must stay cheap.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import shutil
 import subprocess
 import sys
@@ -31,8 +33,9 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 
@@ -145,12 +148,71 @@ def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
 # --- Readers, one per format ---------------------------------------------------
 
 def read_npz(path: str | Path | io.BufferedReader) -> dict[str, np.ndarray]:
-    """A Keras-format mnist.npz (keys x_train, y_train, x_test, y_test); a path or an open binary file."""
+    """A Keras-format mnist.npz (keys x_train, y_train, x_test, y_test); a path or an open binary file.
+
+    Reads as `np.load(allow_pickle=False)` would, but faster for the warm cache: an
+    uncompressed member is read with one call straight from the file into the array's
+    own buffer and its CRC-32 checked against the zip's; numpy copies a member in small
+    pieces through `zipfile`, several times slower. Compressed members go through `zipfile`.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in SHAPES if k in z.files}
+        with contextlib.ExitStack() as stack:
+            f = path if hasattr(path, "read") else stack.enter_context(open(path, "rb", buffering=0))
+            z = stack.enter_context(zipfile.ZipFile(f))
+            members = {info.filename.removesuffix(".npy"): info for info in z.infolist()}
+            return {k: _read_npy_member(z, f, members[k]) for k in SHAPES if k in members}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{getattr(path, 'name', path)}: not a readable .npz file ({e})") from None
+
+
+def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member of an open zip; refuses object arrays, as `allow_pickle=False` does."""
+    fmt = np.lib.format
+    stored = info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1  # plain, not encrypted
+    if stored:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        member = f
+    else:
+        member = z.open(info)
+    with contextlib.closing(member) if member is not f else contextlib.nullcontext():
+        version = fmt.read_magic(member)
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"{info.filename}: .npy format version {version} is not supported")
+        shape, fortran_order, dtype = read_header(member)
+        if dtype.hasobject:
+            raise ValueError(f"{info.filename}: holds Python objects (a pickle); refusing to load it")
+        array = np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
+        buffer = memoryview(array.reshape(-1, order="A")).cast("B")  # a view of `array`, not a copy
+        if not stored:
+            if member.readinto(buffer) != array.nbytes or member.read(1):  # zipfile checks the CRC-32
+                raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
+            return array
+        header_len = f.tell() - start
+        if header_len + array.nbytes != info.file_size or _read_into(f, buffer) != array.nbytes:
+            raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
+        f.seek(start)
+        crc = zlib.crc32(buffer, zlib.crc32(f.read(header_len)))
+        if crc != info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    return array
+
+
+def _read_into(f: BinaryIO, buffer: memoryview) -> int:
+    """Fill `buffer` from `f` (a raw file may return less than asked); returns the bytes read."""
+    done = 0
+    while done < len(buffer):
+        n = f.readinto(buffer[done:])
+        if not n:
+            break
+        done += n
+    return done
 
 
 def _open_maybe_gz(path: Path) -> bytes:

@@ -16,7 +16,7 @@ ROWS = [
     "bare Keras: training GFLOP/s", "float32 GEMM", "harness: fraction of the GEMM rate",
     "bare Keras: fraction of the GEMM rate", "`run.py --help`", "`run.py compare` on an empty folder",
     "`run.py data verify`", "warm data load: `load_mnist()`", "warm data load with full SHA-256 check",
-    "records: `run.py compare`", "end to end: `run.py --platform local`, wall", "end to end: test accuracy",
+    "20 records: `run.py compare`", "end to end: `run.py --platform local`, wall", "end to end: test accuracy",
     "end to end: peak resident memory",
 ]
 
@@ -31,8 +31,9 @@ def quick_bench(tmp_path_factory, mnist):
 
 def table_rows(text: str) -> dict[str, list[str]]:
     results = text.split("## Results", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in results.splitlines() if line.startswith("| ")]
+    rows = [line for line in results.splitlines() if line.startswith("|")]
     assert rows[0] == "| figure | best | median | target | verdict | n | note |"
+    assert set(rows[1]) <= set("|-:")  # the separator line; figures start after it
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])}
 
 
@@ -43,6 +44,7 @@ def test_quick_bench_writes_every_figure(quick_bench):
     rows = table_rows(quick_bench)
     for name in ROWS:
         assert any(row.startswith(name) for row in rows), f"no row for {name!r}"
+    assert any(row.startswith("harness with HARNESS_STEPS_PER_EXECUTION=1") for row in rows)  # the default A/B row
     for name, cells in rows.items():
         assert len(cells) == 6, name
         best, median, target, verdict, n, note = cells

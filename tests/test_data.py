@@ -25,11 +25,29 @@ def small(arrays, n=50):
 
 # --- format readers, on small generated files ----------------------------------------
 
-def test_npz_reader(tmp_path, tiny_arrays):
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_reader(tmp_path, tiny_arrays, save):
+    save(tmp_path / "mnist.npz", **small(tiny_arrays))
+    for source in (tmp_path / "mnist.npz", open(tmp_path / "mnist.npz", "rb")):  # a path or an open file
+        got = data.read_npz(source)
+        for k, v in small(tiny_arrays).items():
+            np.testing.assert_array_equal(got[k], v)
+            assert got[k].dtype == v.dtype and got[k].flags.writeable
+
+
+def test_npz_reader_refuses_pickles_and_damage(tmp_path, tiny_arrays):
+    np.savez(tmp_path / "objects.npz", x_train=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match="objects.npz: not a readable .npz file .*Python objects"):
+        data.read_npz(tmp_path / "objects.npz")
     np.savez(tmp_path / "mnist.npz", **small(tiny_arrays))
-    got = data.read_npz(tmp_path / "mnist.npz")
-    for k, v in small(tiny_arrays).items():
-        np.testing.assert_array_equal(got[k], v)
+    blob = bytearray((tmp_path / "mnist.npz").read_bytes())
+    blob[blob.index(b"x_train.npy") + 200] ^= 0xFF  # inside x_train's pixels
+    (tmp_path / "damaged.npz").write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="damaged.npz: not a readable .npz file .*Bad CRC-32"):
+        data.read_npz(tmp_path / "damaged.npz")
+    (tmp_path / "short.npz").write_bytes(bytes(blob[:len(blob) // 2]))
+    with pytest.raises(DataError, match="short.npz: not a readable .npz file"):
+        data.read_npz(tmp_path / "short.npz")
 
 
 @pytest.mark.parametrize("dotted, gz", [(False, False), (True, False), (False, True), (True, True)])
