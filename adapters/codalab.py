@@ -380,7 +380,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
                    "docker_image": image, "pins": {k: pins.get(k) for k in ("tensorflow", "keras")},
                    "vendored": code["vendored"], "data_sha256": data_sha}
     (folder / CODE_KEY / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2) + "\n")
-    (folder / CODE_KEY / HARNESS_STAMP).write_text(harness_stamp())  # the worker has no git
+    (folder / CODE_KEY / HARNESS_STAMP).write_text(harness_stamp(harness))  # the worker has no git
     n_files, code_sha = tree_sha256(folder / CODE_KEY)
 
     commands = plan.cl_commands()

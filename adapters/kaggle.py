@@ -310,8 +310,8 @@ def build_bundle(out: Path, spec: ExperimentSpec, *, kernel: str, gpu: bool = Fa
         run_args.append("--no-determinism")
     members = {name: path.read_bytes() for name, path in harness_files().items()}
     members["spec.yaml"] = spec_yaml
-    members[environment.HARNESS_STAMP] = environment.harness_stamp().encode()  # the kernel has no git
     harness = environment.git_state()
+    members[environment.HARNESS_STAMP] = environment.harness_stamp(harness).encode()  # the kernel has no git
     manifest = {"kernel": kernel, "spec_name": spec.name, "spec_hash": spec.hash, "harness": harness,
                 "dataset_sources": list(datasets), "run_args": run_args,
                 "files": {name: hashlib.sha256(blob).hexdigest() for name, blob in sorted(members.items())}}

@@ -142,7 +142,13 @@ def verify(arrays: dict[str, np.ndarray], source: str) -> Mnist:
         if got != DIGESTS[name]:
             raise DataError(f"{source}: {name} has SHA-256 {got[:16]}…, expected {DIGESTS[name][:16]}… — "
                             "this is not the official MNIST; refusing to train on it")
-    return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source, digests=dict(DIGESTS))
+    return _verified_mnist(arrays, source, "sha256")
+
+
+def _verified_mnist(arrays: dict[str, np.ndarray], source: str, verified_by: str) -> Mnist:
+    """The four arrays, whose digests are known to be DIGESTS (hashed, or vouched for by the stamp)."""
+    return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source,
+                 digests=dict(DIGESTS), verified_by=verified_by)
 
 
 # --- Readers, one per format ---------------------------------------------------
@@ -167,41 +173,41 @@ def read_npz(path: str | Path | io.BufferedReader) -> dict[str, np.ndarray]:
 
 def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
     """One .npy member of an open zip; refuses object arrays, as `allow_pickle=False` does."""
-    fmt = np.lib.format
-    stored = info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1  # plain, not encrypted
-    if stored:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if local[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        f.seek(start)
-        member = f
-    else:
-        member = z.open(info)
-    with contextlib.closing(member) if member is not f else contextlib.nullcontext():
-        version = fmt.read_magic(member)
-        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"{info.filename}: .npy format version {version} is not supported")
-        shape, fortran_order, dtype = read_header(member)
-        if dtype.hasobject:
-            raise ValueError(f"{info.filename}: holds Python objects (a pickle); refusing to load it")
-        array = np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
-        buffer = memoryview(array.reshape(-1, order="A")).cast("B")  # a view of `array`, not a copy
-        if not stored:
-            if member.readinto(buffer) != array.nbytes or member.read(1):  # zipfile checks the CRC-32
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
+        with z.open(info) as member:  # zipfile inflates it and checks the CRC-32 at the end
+            array, buffer = _empty_npy_array(member, info.filename)
+            if _read_into(member, buffer) != array.nbytes or member.read(1):
                 raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
-            return array
-        header_len = f.tell() - start
-        if header_len + array.nbytes != info.file_size or _read_into(f, buffer) != array.nbytes:
-            raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
-        f.seek(start)
-        crc = zlib.crc32(buffer, zlib.crc32(f.read(header_len)))
-        if crc != info.CRC:
-            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+        return array
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if local[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    f.seek(start)
+    array, buffer = _empty_npy_array(f, info.filename)
+    header_len = f.tell() - start
+    if header_len + array.nbytes != info.file_size or _read_into(f, buffer) != array.nbytes:
+        raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
+    f.seek(start)
+    if zlib.crc32(buffer, zlib.crc32(f.read(header_len))) != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
     return array
+
+
+def _empty_npy_array(f: BinaryIO, name: str) -> tuple[np.ndarray, memoryview]:
+    """Read a .npy header from `f`; the uninitialised array it describes and a byte view of its buffer."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise ValueError(f"{name}: .npy format version {version} is not supported")
+    shape, fortran_order, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError(f"{name}: holds Python objects (a pickle); refusing to load it")
+    array = np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
+    return array, memoryview(array.reshape(-1, order="A")).cast("B")  # a view of `array`, not a copy
 
 
 def _read_into(f: BinaryIO, buffer: memoryview) -> int:
@@ -485,8 +491,7 @@ def load_cache(folder: Path | None = None, full_check: bool = False) -> Mnist:
     source = f"cache {path}"
     if not full_check and _stamp_matches(folder, identity):
         check_shapes(arrays, source)
-        return Mnist(**{k: np.ascontiguousarray(arrays[k]) for k in SHAPES}, source=source,
-                     digests=dict(DIGESTS), verified_by="stamp")
+        return _verified_mnist(arrays, source, "stamp")
     mnist = verify(arrays, source)
     _write_stamp(folder, identity)
     return mnist

@@ -121,9 +121,8 @@ def _stamped_state(root: Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def harness_stamp(root: Path = HARNESS_ROOT) -> str:
-    """The HARNESS_STAMP file's text for a bundle built from this checkout."""
-    state = git_state(root)
+def harness_stamp(state: dict[str, Any]) -> str:
+    """The HARNESS_STAMP file's text for a bundle built from the checkout whose `git_state()` this is."""
     return json.dumps({"commit": state["commit"], "dirty": state["dirty"]}, indent=2) + "\n"
 
 
