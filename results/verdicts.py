@@ -79,7 +79,7 @@ class NoiseBand:
                     f"1.96·√2 × their standard deviation {self.sd_pp:.3f} pp (95 % CI {self.sd_ci_pp[0]:.3f}–"
                     f"{self.sd_ci_pp[1]:.3f} pp), so the band is {low:.2f}–{high:.2f} pp; {more}")
         source = "the default" if self.origin == "default" else "from --tolerance"
-        why = f"fewer than {MIN_SEEDS_FOR_BAND} seeds of this experiment ({len(self.seeds)})"
+        why = f"fewer than {MIN_SEEDS_FOR_BAND} seeds of this experiment ({len(self.seeds)}: {_seed_list(self.seeds)})"
         return f"±{self.pp:.2f} pp, assumed ({source}): {why}; `{self.repeat_command}` measures it"
 
 

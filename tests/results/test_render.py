@@ -51,8 +51,11 @@ def test_text_shows_the_table_the_band_the_pairs_and_the_skipped(mix):
     assert "corrupt run.json" in text and "incomplete" in text
     assert "  * seed " in text and "  * platform " in text  # rows that differ are marked
     assert "    data digest " in text  # and equal rows are not
-    assert "A–B identical" in " ".join(text.split())
-    assert "noise band ±0.30 pp, the default" in text
+    words = " ".join(text.split())
+    assert "A–B same seed; same numerics (1 inert difference: --all) identical: the same weights" in words  # cause first
+    assert "noise band ±0.30 pp, assumed (the default)" in text
+    assert "`python run.py repeat --seeds 8 --seed 44 --spec canonical --epochs 3` measures it" in text
+    assert "McNemar p = " in text and "95 % CI" in text
     assert "verdict matrix" in text
     assert "no verdict: status failed" in text
     assert "in batch_size (128 here, 64 there)" in text
@@ -64,7 +67,7 @@ def test_markdown_has_a_table_per_experiment(mix):
     assert md.startswith("# Run comparison")
     assert "| | **A** | **B** | **C** | **D** | **E** |" in md
     assert "| **seed** ≠ | 42 | 42 | 43 | 42 | 44 |" in md
-    assert "| A–B | **identical** |" in md
+    assert "| A–B | same seed; same numerics (1 inert difference: --all) | **identical**: the same weights" in md
     assert "## Skipped (2)" in md
 
 
@@ -80,21 +83,31 @@ def test_csv_has_one_row_per_run_with_its_verdicts(mix):
 
 def test_json_follows_its_documented_layout(mix):
     doc = json.loads(render_json(compare_paths([mix])))
-    assert (doc["format"], doc["format_version"]) == ("harness-compare", 1)
+    assert (doc["format"], doc["format_version"]) == ("harness-compare", 2)
     assert set(doc) == {"format", "format_version", "paths", "tolerance_pp", "n_runs", "verdict_counts",
-                        "experiments", "skipped"}
+                        "nondeterminism", "experiments", "skipped"}
+    assert doc["nondeterminism"] == [] and set(doc["verdict_counts"]) == set(VERDICTS)
     big = doc["experiments"][0]
     assert set(big) == {"experiment_hash", "name", "summary", "spec", "nearest_experiment", "runs", "differing_rows",
                         "noise_band", "verdict_counts", "pairs"}
     assert len(big["runs"]) == 5 and len(big["pairs"]) == 6  # 4 runs with verdicts
     pair = big["pairs"][0]
-    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "delta_accuracy_pp", "differences", "agreement"}
+    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "reason", "cause", "causes", "delta_accuracy_pp",
+                         "delta_ci_pp", "mcnemar", "differences", "agreement"}
     assert pair["verdict"] in VERDICTS and pair["agreement"]["n"] == 10000
     assert set(pair["agreement"]) == {"n", "same_class", "share", "a_right_b_wrong", "b_right_a_wrong", "note"}
-    assert big["noise_band"]["origin"] == "default"
+    assert (pair["verdict"], pair["causes"]) == ("identical", {"experiment": [], "numerics": [], "inert": ["platform"]})
+    assert pair["cause"] == "same seed; same numerics; inert: platform local → comet"  # JSON always has them all
+    assert pair["mcnemar"] == {"b": 0, "c": 0, "p": 1.0} and pair["delta_ci_pp"][0] < 0 < pair["delta_ci_pp"][1]
+    other_seed = next(p for p in big["pairs"] if p["causes"]["experiment"] == ["seed"])
+    low, high = other_seed["delta_ci_pp"]
+    assert low <= other_seed["delta_accuracy_pp"] <= high and 0 <= other_seed["mcnemar"]["p"] <= 1
+    band = big["noise_band"]
+    assert band["origin"] == "default" and band["assumed"] is True and band["repeat_command"].startswith("python run.py repeat")
+    assert {"sd_ci_pp", "pp_ci", "target_width_pp", "seeds_for_target"} <= set(band)
     assert big["nearest_experiment"]["differences"] == [{"what": "batch_size", "this": "128", "nearest": "64"}]
     documented = (ROOT / "results" / "COMPARE_JSON.md").read_text()
-    for key in list(big) + list(pair) + list(big["runs"][0]["fields"]):
+    for key in list(doc) + list(big) + list(pair) + list(big["runs"][0]["fields"]) + list(band):
         assert f"`{key}`" in documented, key
 
 
@@ -176,4 +189,4 @@ def test_a_record_with_odd_values_still_compares_in_every_format(tmp_path, y_tes
             assert render(cmp)
     assert "NaN" not in render_json(cmp)
     odd = next(v for g in cmp.groups for v in g.runs if v.loaded.source == record)
-    assert odd.excluded == "the record has no test accuracy"
+    assert odd.excluded.startswith("the record has no test accuracy")
