@@ -98,8 +98,8 @@ def device_name(run: dict[str, Any]) -> str:
         return "GPU " + " + ".join(gpus)
     cpu = as_dict(env.get("cpu"))
     model = " ".join(re.sub(r"\(R\)|\(TM\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b", "", str(cpu.get("model") or "")).split())
-    cores = cpu.get("affinity_cores") or cpu.get("logical_cores")
-    return (model or "unknown CPU") + (f", {scalar(cores)} cores" if cores else "")
+    cores = finite_number(cpu.get("affinity_cores") or cpu.get("logical_cores"), 1, 1e6)
+    return (model or "unknown CPU") + (f", {int(cores)} cores" if cores else "")
 
 
 def run_fields(run: dict[str, Any]) -> dict[str, Any]:

@@ -59,8 +59,15 @@ def display(key: str, value: Any) -> str:
     if key == "op_determinism":
         return "on" if value is True else "off" if value is False else _short(value)
     if key == "threads":
-        return " / ".join(_short(value.get(k) or "auto") for k in ("intra_op", "inter_op"))
+        return " / ".join(_threads(value.get(k)) for k in ("intra_op", "inter_op"))
     return _short(value)
+
+
+def _threads(value: Any) -> str:
+    if not value:
+        return "auto"
+    number = finite_number(value, 0, 1e6)
+    return "—" if number is None else str(int(number)) if number == int(number) else str(number)
 
 
 def _short(value: Any, cap: int = 60) -> str:

@@ -5,6 +5,7 @@ import base64
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -190,3 +191,66 @@ def test_a_record_with_odd_values_still_compares_in_every_format(tmp_path, y_tes
     assert "NaN" not in render_json(cmp)
     odd = next(v for g in cmp.groups for v in g.runs if v.loaded.source == record)
     assert odd.excluded.startswith("the record has no test accuracy")
+
+
+def test_nan_infinite_and_huge_numbers_in_records_never_crash_a_renderer(tmp_path, small_spec, y_test):
+    """#17: a record is untrusted; every format (html too) renders NaN, ±inf, 1e308 and a 400-digit int."""
+    from results.html import render_html
+    from results.render import FORMATS
+
+    write_record(tmp_path, spec=small_spec, labels=y_test)
+    odd_values = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "huge": 1e308,
+                  "bigint": 10 ** 400}
+    for i, (name, x) in enumerate(odd_values.items()):
+        record = write_record(tmp_path, spec=small_spec, labels=y_test, weights=name, seed=50 + i)
+        run = json.loads((record / "run.json").read_text())
+        run["metrics"].update(test_accuracy=x, test_loss=x)
+        run["timings"] = {"epoch_seconds": [x, 1.0], "total_seconds": x, "mean_epoch_seconds": x}
+        run["history"] = {"accuracy": [x], "loss": [x], "val_accuracy": [0.5], "val_loss": [x]}
+        run["determinism"]["threads"] = {"intra_op": x, "inter_op": 2}
+        run["environment"]["cpu"]["logical_cores"] = x
+        (record / "run.json").write_text(json.dumps(run))  # json writes NaN/Infinity; json.loads reads them back
+        (record / "history.csv").write_text(f"epoch,accuracy,loss,seconds\n1,{x},{x},{x}\n")
+        (record / "confusion_matrix.csv").write_text("true\\predicted,0,1\n0," + str(10 ** 400) + ",1\n1,0,5\n")
+    cmp = compare_paths([tmp_path])
+    (group,) = cmp.groups
+    assert len(group.runs) == 6 and len(group.compared) == 1  # no accuracy in [0, 1]: no verdict, still a column
+    odd = [v for v in group.runs if v.excluded]
+    assert all(v.excluded.startswith("the record has no test accuracy") for v in odd) and len(odd) == 5
+    for name, render in FORMATS.items():
+        text = render(cmp) if name != "html" else render_html(cmp)
+        assert text and "Traceback" not in text, name
+    doc = json.loads(render_json(cmp))  # strict JSON: NaN and infinities became null
+    assert "NaN" not in render_json(cmp) and "Infinity" not in render_json(cmp)
+    assert all(r["fields"]["test_accuracy"] is None for r in doc["experiments"][0]["runs"] if not r["verdicts"])
+    text = render_text(cmp).replace(str(tmp_path), "FOLDER")
+    assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE), text  # shown as "—", never as a number
+
+
+def test_huge_but_finite_accuracy_pairs_still_get_a_verdict_and_json(tmp_path, small_spec, y_test):
+    """An accuracy of exactly 0 and 1 (the ends of the allowed range) and a test_loss of 1e308 are judged normally."""
+    a = write_record(tmp_path, spec=small_spec, labels=y_test, weights="a")
+    b = write_record(tmp_path, spec=small_spec, labels=y_test, weights="b", seed=43)
+    for record, acc in ((a, 0.0), (b, 1.0)):
+        run = json.loads((record / "run.json").read_text())
+        run["metrics"].update(test_accuracy=acc, test_loss=1e308)
+        (record / "run.json").write_text(json.dumps(run))
+    cmp = compare_paths([tmp_path])
+    (pair,) = cmp.groups[0].pairs()
+    assert pair.delta_pp == 100.0 and pair.verdict in ("divergent", "within noise")
+    doc = json.loads(render_json(cmp))
+    assert doc["experiments"][0]["pairs"][0]["delta_accuracy_pp"] == 100.0
+    assert "1e+308" in render_text(cmp) or "1e+308" in render_markdown(cmp)
+
+
+def test_all_lists_the_inert_differences_and_the_default_counts_them(mix, tmp_path):
+    plain = subprocess.run([sys.executable, "run.py", "compare", str(mix)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    full = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--all"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert plain.returncode == full.returncode == 0, plain.stderr + full.stderr
+    assert "(1 inert difference: --all)" in plain.stdout and "inert: platform local → comet" not in plain.stdout
+    assert "inert: platform local → comet" in full.stdout and "--all)" not in full.stdout
+    bad = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--band-width", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--band-width must be" in bad.stderr and "Traceback" not in bad.stderr
