@@ -74,3 +74,12 @@ def test_fewer_than_three_seeds_assume_the_band_and_say_how_to_measure_it():
     band = noise_band({7: [0.9]}, 0.3, False, {"name": "no-such-preset", "epochs": 1})
     assert band.assumed and band.pp == 0.3 and band.pp_ci is None
     assert band.repeat_command == "python run.py repeat --seeds 9 --seed 8 --spec SPEC.yaml"
+
+
+def test_repeat_defaults_to_the_seeds_the_band_needs():
+    from cli.run import parse
+
+    args, _ = parse(["--platform", "local"], "run.py repeat")
+    assert args.seeds == REPEAT_SEEDS
+    low, high = stats.sd_ratio_interval(args.seeds)
+    assert "0.69-1.83" == f"{low:.2f}-{high:.2f}"  # what --help promises
