@@ -22,14 +22,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from results.agreement import Agreement, AgreementMatrix, first_line, same_class_counts  # noqa: F401 (re-exported)
-from results.facets import (Difference, as_dict, canonical_json, differences, experiment_dict,  # noqa: F401
-                            experiment_hash, facets, run_fields, spec_facets, spec_summary)
+from results.agreement import AgreementMatrix, first_line
+from results.facets import (Difference, as_dict, differences, experiment_dict, experiment_hash, facets, run_fields,
+                            spec_facets, spec_summary)
 from results.loaders import LoadedRun, Skipped, discover
 from results.testset import TestLabels
-from results.verdicts import (ALPHA, DEFAULT_BAND_WIDTH_PP, DEFAULT_TOLERANCE_PP, DIVERGENT,  # noqa: F401
-                              IDENTICAL, NONDETERMINISTIC, NOT_COMPARED, SAME_PREDICTIONS, SEVERITY, VERDICTS,
-                              WITHIN_NOISE, McNemar, NoiseBand, Pair, noise_band, setup_is_the_same)
+from results.verdicts import (ALPHA, DEFAULT_BAND_WIDTH_PP, DEFAULT_TOLERANCE_PP, DIVERGENT, IDENTICAL,
+                              NONDETERMINISTIC, NOT_COMPARED, SAME_PREDICTIONS, SEVERITY, VERDICTS, WITHIN_NOISE,
+                              McNemar, Pair, noise_band, setup_is_the_same)
 
 
 def compare_paths(paths: Sequence[str | Path], tolerance_pp: float | None = None,

@@ -114,7 +114,7 @@ def _alarm(cmp: Comparison) -> str:
     loud = nondeterminism_text(cmp)
     if not loud:
         return ""
-    return (f"<div class=alarm><h2>⚠ Nondeterminism</h2><p>{_e(loud[0])}</p><ul>" +
+    return (f"<div class=alarm><h2>⚠ Nondeterminism</h2><p>{_e(loud[0].removeprefix('NONDETERMINISM: '))}</p><ul>" +
             "".join(f"<li class=mono>{_e(line)}</li>" for line in loud[1:]) + "</ul></div>")
 
 
@@ -186,7 +186,7 @@ def _group_section(g: Group, show_all: bool = False) -> str:
 def _cause_head(p, show_all: bool) -> str:
     """The pair's cause line; the inert count goes into the <details> under it instead of `(… --all)`."""
     line = cause_line(p, show_all)
-    return line if show_all else line.split(" (", 1)[0] if line.endswith(": --all)") else line
+    return line if show_all else line.rsplit(" (", 1)[0] if line.endswith(": --all)") else line
 
 
 # --- Figures ------------------------------------------------------------------------------

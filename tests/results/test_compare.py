@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from core.spec import load_spec
-from results.compare import SEVERITY, VERDICTS, compare_paths, same_class_counts
+from results.agreement import same_class_counts
+from results.compare import SEVERITY, VERDICTS, compare_paths
 from results.synthetic import START, synthetic_predictions, write_record
 
 FULL = load_spec("canonical")  # 10,000 test images: 1 image = 0.01 pp
@@ -213,7 +214,7 @@ def test_a_big_experiment_is_judged_pair_by_pair_consistently(tmp_path, y_test):
 
 def test_the_experiment_hash_is_the_spec_hash_without_seed_and_data_source():
     import core.spec
-    from results.compare import canonical_json, experiment_hash
+    from results.facets import canonical_json, experiment_hash
 
     d = {"b": [1.5, {"z": None, "a": True}], "a": "é"}
     assert canonical_json(d) == core.spec.canonical_json(d)
