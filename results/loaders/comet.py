@@ -50,19 +50,6 @@ EMPTY = {"[]": [], "{}": {}}  # empty containers, logged as these strings (a fla
 
 # --- Flat names, as Comet shows parameters --------------------------------------
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"optimizer": {"name": "adam"}, "layers": [{"type": "Conv2D"}]}` -> `{"optimizer.name": "adam", "layers.0.type": "Conv2D"}`."""
-    if isinstance(obj, (dict, list)) and obj:
-        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
-        flat: dict[str, Any] = {}
-        for key, value in items:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(obj, (dict, list)):
-        obj = "{}" if isinstance(obj, dict) else "[]"
-    return {prefix[:-1]: obj}
-
-
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `flatten`: numeric parts become list indices."""
     root: dict[str, Any] = {}
