@@ -19,12 +19,14 @@ cause inert could make a numerics change look like nondeterminism.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import re
 from typing import Any
 
+from core import record
 from core.environment import touches_numerics
 
 EXPERIMENT, NUMERICS, INERT = "experiment", "numerics", "inert"
@@ -65,15 +67,22 @@ def finite_number(value: Any, low: float = -math.inf, high: float = math.inf) ->
     return number if math.isfinite(number) and low <= number <= high else None
 
 
-def flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    """`{"a": {"b": 1}}` -> `out["prefix.a.b"] = "1"`; lists become one comma-joined value."""
+def flat(prefix: str, value: Any) -> dict[str, str]:
+    """core.record.flatten with facet strings for values; a list of plain values stays one facet
+    (a CPU's flags, a GPU list), a list of objects is indexed (`layers.0.type`). Nothing for an empty object."""
+    if isinstance(value, dict) and not value:
+        return {}
+    return {k: scalar(v) for k, v in record.flatten(_join_plain_lists(value), f"{prefix}." if prefix else "").items()}
+
+
+def _join_plain_lists(value: Any) -> Any:
     if isinstance(value, dict):
-        for k, v in value.items():
-            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(value, list):
-        out[prefix] = ", ".join(scalar(v) for v in value) if value else "none"
-    else:
-        out[prefix] = scalar(value)
+        return {str(k): _join_plain_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if any(isinstance(v, (dict, list)) for v in value):
+            return [_join_plain_lists(v) for v in value]
+        return ", ".join(scalar(v) for v in value) if value else "none"
+    return value
 
 
 def scalar(value: Any) -> str:
@@ -155,21 +164,21 @@ def facets(run: dict[str, Any]) -> dict[str, str]:
         "platform": scalar(run.get("platform")),
         "python": scalar(env.get("python")),
     }
-    flatten("packages", as_dict(env.get("packages")), out)
-    flatten("determinism", {k: v for k, v in det.items() if k != "seed"}, out)
+    out.update(flat("packages", as_dict(env.get("packages"))))
+    out.update(flat("determinism", {k: v for k, v in det.items() if k != "seed"}))
     runtime = {k: v for k, v in as_dict(env.get("runtime")).items() if k not in _RUNTIME_REPEATS}
     if not det.get("backend") and as_dict(env.get("runtime")).get("keras_backend"):
         runtime["keras_backend"] = env["runtime"]["keras_backend"]
-    flatten("runtime", runtime, out)
-    flatten("cpu", as_dict(env.get("cpu")), out)
+    out.update(flat("runtime", runtime))
+    out.update(flat("cpu", as_dict(env.get("cpu"))))
     gpus = [g for g in env.get("gpus") or [] if isinstance(g, dict)]
     out["gpus"] = "; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in gpus) or "none"
-    flatten("env", {k: v for k, v in as_dict(env.get("env")).items() if k not in SET_BY_IMPORTS}, out)
+    out.update(flat("env", {k: v for k, v in as_dict(env.get("env")).items() if k not in SET_BY_IMPORTS}))
     harness = as_dict(env.get("harness"))
     out["harness.commit"] = scalar(harness.get("commit"))[:12]
     out["harness.dirty"] = scalar(harness.get("dirty"))
     out[CODE_DIGEST] = scalar(harness.get("code_sha256"))
-    flatten("platform_info", {k: v for k, v in as_dict(env.get("platform_info")).items() if k != "name"}, out)
+    out.update(flat("platform_info", {k: v for k, v in as_dict(env.get("platform_info")).items() if k != "name"}))
     return out
 
 
@@ -196,6 +205,7 @@ _FACET_ORDER = ("data_digest", "seed", CODE_DIGEST, "platform", "packages.", "py
                 "gpus", "cpu.", "env.", "harness.", "platform_info.")
 
 
+@functools.lru_cache(maxsize=8192)
 def _facet_rank(name: str) -> tuple[int, str]:
     for i, prefix in enumerate(_FACET_ORDER):
         if name == prefix or (prefix.endswith(".") and name.startswith(prefix)):
@@ -255,9 +265,8 @@ def _cut(text: str, cap: int = 40) -> str:
 
 def differences(fa: dict[str, str], fb: dict[str, str]) -> list[Difference]:
     """The facets whose values differ, in reading order, each with its cause class."""
-    keys = sorted(set(fa) | set(fb), key=_facet_rank)
-    return [Difference(k, fa.get(k, "unset"), fb.get(k, "unset"), cause_of(k, fa, fb))
-            for k in keys if fa.get(k, "unset") != fb.get(k, "unset")]
+    keys = sorted((k for k in set(fa) | set(fb) if fa.get(k, "unset") != fb.get(k, "unset")), key=_facet_rank)
+    return [Difference(k, fa.get(k, "unset"), fb.get(k, "unset"), cause_of(k, fa, fb)) for k in keys]
 
 
 # --- Experiments ---------------------------------------------------------------------------------
@@ -290,15 +299,8 @@ def experiment_hash(run: dict[str, Any]) -> str:
 
 
 def spec_facets(spec: dict[str, Any] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if spec:
-        for key, value in spec.items():
-            if key == "layers" and isinstance(value, list):
-                for i, layer in enumerate(value):
-                    flatten(f"layers.{i}", layer, out)
-            else:
-                flatten(str(key), value, out)
-    return out
+    """A spec flattened to `optimizer.learning_rate`, `layers.7.rate`, … -> value."""
+    return flat("", spec) if spec else {}
 
 
 def spec_summary(spec: dict[str, Any] | None) -> str:

@@ -360,7 +360,8 @@ def render_csv(cmp: Comparison, show_all: bool = False) -> str:
 # --- JSON (documented in results/COMPARE_JSON.md) ---------------------------------------------
 
 def comparison_dict(cmp: Comparison) -> dict[str, Any]:
-    return _finite({
+    # What compare computes is finite (accuracies are in [0, 1]); what records hold passes _finite.
+    return {
         "format": "harness-compare",
         "format_version": JSON_FORMAT_VERSION,
         "paths": cmp.paths,
@@ -372,7 +373,7 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
                            for g, p in cmp.nondeterministic()],
         "experiments": [_group_dict(g) for g in cmp.groups],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in cmp.skipped],
-    })
+    }
 
 
 def _group_dict(g: Group) -> dict[str, Any]:
@@ -415,7 +416,6 @@ def _pair_dict(p: Pair) -> dict[str, Any]:
         "a": p.a.label, "b": p.b.label, "run_a": p.a.run_id, "run_b": p.b.run_id,
         "verdict": p.verdict,
         "reason": p.reason,
-        "cause": cause_line(p, show_all=True),
         "causes": {cause: [d.what for d in p.by_cause(cause)] for cause in CAUSES},
         "delta_accuracy_pp": p.delta_pp,
         "delta_ci_pp": list(ci) if ci else None,

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from results import stats
 from results.agreement import Agreement
-from results.facets import EXPERIMENT, INERT, NUMERICS, Difference, as_dict, flatten
+from results.facets import EXPERIMENT, INERT, NUMERICS, Difference, as_dict, flat
 
 IDENTICAL, NONDETERMINISTIC, SAME_PREDICTIONS, WITHIN_NOISE, DIVERGENT = range(5)
 VERDICTS = ("identical", "nondeterministic", "same predictions", "within noise", "divergent")
@@ -134,9 +134,8 @@ def _spec_words(spec: dict[str, Any] | None) -> list[str]:
     except UsageError:
         return ["--spec", "SPEC.yaml"]
     skip = {"name", "description", "claims", "seed", "data.source", "data.path"}
-    have, want = {}, {}
-    flatten("", {k: v for k, v in preset.items() if k != "layers"}, have)
-    flatten("", {k: v for k, v in spec.items() if k != "layers"}, want)
+    have = flat("", {k: v for k, v in preset.items() if k != "layers"})
+    want = flat("", {k: v for k, v in spec.items() if k != "layers"})
     if preset.get("layers") != spec.get("layers"):
         return ["--spec", "SPEC.yaml"]
     words = ["--spec", name]

@@ -93,12 +93,11 @@ def test_json_follows_its_documented_layout(mix):
                         "noise_band", "verdict_counts", "pairs"}
     assert len(big["runs"]) == 5 and len(big["pairs"]) == 6  # 4 runs with verdicts
     pair = big["pairs"][0]
-    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "reason", "cause", "causes", "delta_accuracy_pp",
+    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "reason", "causes", "delta_accuracy_pp",
                          "delta_ci_pp", "mcnemar", "differences", "agreement"}
     assert pair["verdict"] in VERDICTS and pair["agreement"]["n"] == 10000
     assert set(pair["agreement"]) == {"n", "same_class", "share", "a_right_b_wrong", "b_right_a_wrong", "note"}
     assert (pair["verdict"], pair["causes"]) == ("identical", {"experiment": [], "numerics": [], "inert": ["platform"]})
-    assert pair["cause"] == "same seed; same numerics; inert: platform local → comet"  # JSON always has them all
     assert pair["mcnemar"] == {"b": 0, "c": 0, "p": 1.0} and pair["delta_ci_pp"][0] < 0 < pair["delta_ci_pp"][1]
     other_seed = next(p for p in big["pairs"] if p["causes"]["experiment"] == ["seed"])
     low, high = other_seed["delta_ci_pp"]
