@@ -119,11 +119,11 @@ def run_fields(run: dict[str, Any]) -> dict[str, Any]:
     """
     env, det = as_dict(run.get("environment")), as_dict(run.get("determinism"))
     runtime, metrics, timings = as_dict(env.get("runtime")), as_dict(run.get("metrics")), as_dict(run.get("timings"))
-    packages, spec = as_dict(env.get("packages")), as_dict(run.get("spec"))
+    spec = as_dict(run.get("spec"))
     raw_seconds = timings.get("epoch_seconds") if isinstance(timings.get("epoch_seconds"), list) else []
     epoch_seconds = [s for s in (finite_number(x, 0, 1e9) for x in raw_seconds) if s is not None]
     versions = {"python": env.get("python")} if env.get("python") else {}
-    versions.update({p: packages[p] for p in VERSION_PACKAGES if packages.get(p)})
+    versions.update({p: v for p in VERSION_PACKAGES if (v := _package(env, p))})
     threads = det.get("threads") if isinstance(det.get("threads"), dict) else runtime.get("threads")
     return {
         "run_id": run.get("run_id"),
@@ -148,6 +148,15 @@ def run_fields(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _package(env: dict[str, Any], name: str) -> Any:
+    """A package's version; for tensorflow and keras, what the running library said when the distribution
+    has another name (`tensorflow-cpu`, `tf-nightly` record no `tensorflow` package)."""
+    version = as_dict(env.get("packages")).get(name)
+    if not version and name in ("tensorflow", "keras"):
+        version = as_dict(env.get("runtime")).get(name)
+    return version
+
+
 # --- Facets -------------------------------------------------------------------------------------
 
 def facets(run: dict[str, Any]) -> dict[str, str]:
@@ -164,7 +173,10 @@ def facets(run: dict[str, Any]) -> dict[str, str]:
         "platform": scalar(run.get("platform")),
         "python": scalar(env.get("python")),
     }
-    out.update(flat("packages", as_dict(env.get("packages"))))
+    packages = {**as_dict(env.get("packages"))}
+    for name in ("tensorflow", "keras"):
+        packages[name] = _package(env, name)
+    out.update(flat("packages", packages))
     out.update(flat("determinism", {k: v for k, v in det.items() if k != "seed"}))
     runtime = {k: v for k, v in as_dict(env.get("runtime")).items() if k not in _RUNTIME_REPEATS}
     if not det.get("backend") and as_dict(env.get("runtime")).get("keras_backend"):
