@@ -224,3 +224,19 @@ def test_the_experiment_hash_is_the_spec_hash_without_seed_and_data_source():
     assert experiment_hash(run) == experiment_hash({"spec": same.to_dict(), "spec_hash": same.hash})
     other = load_spec("canonical", {"epochs": 2})
     assert experiment_hash(run) != experiment_hash({"spec": other.to_dict(), "spec_hash": other.hash})
+
+
+def test_a_tensorflow_cpu_install_still_names_its_tensorflow_version(tmp_path, small_spec, y_test):
+    import json
+
+    a = write_record(tmp_path, spec=small_spec, labels=y_test, when=at(0))
+    b = write_record(tmp_path, spec=small_spec, labels=y_test, when=at(1), weights="b")
+    run = json.loads((b / "run.json").read_text())
+    run["environment"]["packages"]["tensorflow"] = None  # pip's tensorflow-cpu: no "tensorflow" distribution
+    run["environment"]["runtime"]["tensorflow"] = "2.18.0"
+    (b / "run.json").write_text(json.dumps(run))
+    group, pair = only_pair(tmp_path)
+    assert [(d.what, d.a, d.b, d.cause) for d in pair.differences] == [
+        ("packages.tensorflow", "2.21.0", "2.18.0", "numerics")]
+    assert pair.verdict == "same predictions" and a.name in pair.a.run_id
+    assert group.runs[1].fields["versions"]["tensorflow"] == "2.18.0"
