@@ -137,8 +137,12 @@ def test_html_is_one_file_with_inlined_plots_and_no_tensorflow(mix, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "IMPORTED matplotlib\n" in p.stdout  # matplotlib for the plots; never TensorFlow, Keras or an adapter
     assert f"html report: {out}" in p.stdout
+    page = out.read_text()
+    assert "<th>cause</th>" in page and "<th>McNemar p</th>" in page and "<th>95 % CI</th>" in page
+    assert "<summary>1 inert difference</summary>platform local → comet" in page  # --all's list, folded
+    assert "class=alarm" not in page  # no nondeterminism in this folder
     parser = _Images()
-    parser.feed(out.read_text())
+    parser.feed(page)
     assert parser.tags[0] == "html" and "table" in parser.tags
     pngs = [src for src in parser.images if src.startswith("data:image/png;base64,")]
     assert len(pngs) == len(parser.images) >= 4  # verdict matrix, curves, confusion matrices, timings
