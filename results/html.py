@@ -27,6 +27,7 @@ from results.verdicts import cause_line, fmt_p
 
 MAX_PLOTTED_RUNS = 12  # curves, confusion matrices and timings per experiment
 MAX_MATRIX_RUNS = 40
+MAX_ANNOTATED_RUNS = 8  # up to this many runs, the matrix cells show McNemar's p and the Δ too
 MAX_HTML_PAIRS = 200
 VERDICT_COLORS = {"identical": "#1a7f37", "nondeterministic": "#6639ba", "same predictions": "#4ac26b",
                   "within noise": "#d4a72c", "divergent": "#cf222e"}
@@ -168,7 +169,7 @@ def _group_section(g: Group, show_all: bool = False) -> str:
                        f"<td>{_e(agreement_text(p))}</td></tr>")
         out.append("</table></div>")
         if g.n_pairs > len(pairs):
-            out.append(f"<p class=muted>… {g.n_pairs - len(pairs)} more pairs; the most divergent are listed "
+            out.append(f"<p class=muted>… {g.n_pairs - len(pairs)} more pairs; the loudest verdicts are listed "
                        "(--format json has all).</p>")
     figs = []
     confusion = confusion_figure(plotted)
@@ -204,8 +205,14 @@ def verdict_matrix_figure(g: Group) -> Figure:
         for i in range(k):
             for j in range(k):
                 if i != j:
-                    ax.text(j, i, SYMBOLS[VERDICTS[codes[i, j]]], ha="center", va="center", color="white",
-                            fontsize=13 if k <= 10 else 9, fontweight="bold")
+                    # Few runs: each cell also carries McNemar's p (upper triangle) or the Δ (lower), in pp.
+                    note = ""
+                    if k <= MAX_ANNOTATED_RUNS:
+                        pair = g.pair(min(i, j), max(i, j))
+                        test = pair.test
+                        note = (f"\n{fmt_p(test.p).removeprefix('0')}" if test else "") if i < j else f"\n{pair.delta_pp:+.1f}"
+                    ax.text(j, i, SYMBOLS[VERDICTS[codes[i, j]]] + note, ha="center", va="center", color="white",
+                            fontsize=13 if k <= 10 and not note else 7.5 if note else 9, fontweight="bold")
     labels = [v.label for v in runs]
     ax.set_xticks(range(k), labels)
     ax.set_yticks(range(k), labels)
@@ -213,7 +220,8 @@ def verdict_matrix_figure(g: Group) -> Figure:
     ax.xaxis.tick_top()
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"Verdicts ({'assumed' if g.band.assumed else 'measured'} noise band ±{g.band.pp:.2f} pp)",
+    ax.set_title(f"Verdicts ({'assumed' if g.band.assumed else 'measured'} noise band ±{g.band.pp:.2f} pp)"
+                 + ("\nabove the diagonal: McNemar p; below: Δ accuracy, pp" if k <= MAX_ANNOTATED_RUNS else ""),
                  fontsize=11, pad=24)
     ax.legend(handles=[Patch(color=VERDICT_COLORS[v], label=f"{SYMBOLS[v]} {v}") for v in VERDICTS],
               loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=9)

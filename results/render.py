@@ -24,7 +24,7 @@ from results.facets import CAUSES, finite_number
 from results.verdicts import cause_line, equal_facets, equal_text, fmt_p
 
 MAX_TABLE_RUNS = 12  # columns per experiment in text and Markdown; csv, json and html list every run
-MAX_PAIRS = 20  # pairs listed per experiment in text and Markdown (the most divergent first)
+MAX_PAIRS = 20  # pairs listed per experiment in text and Markdown (the loudest verdicts first)
 MAX_MATRIX = 26
 SYMBOLS = {"identical": "≡", "nondeterministic": "!", "same predictions": "=", "within noise": "≈", "divergent": "≠"}
 MATRIX_LEGEND = ("≡ identical  ! NONDETERMINISTIC  = same predictions  ≈ within noise  ≠ divergent  · itself  "
@@ -221,7 +221,9 @@ def render_text(cmp: Comparison, color: bool = False, width: int | None = None, 
             out.append(f"           {style(name, p.verdict)}: {p.reason}")
             out.append(f"           {evidence_text(p)} · {agreement_text(p)}")
         if g.n_pairs > len(pairs):
-            out.append(f"  … {g.n_pairs - len(pairs)} more pairs (the most divergent are listed; --format json has all)")
+            more = g.n_pairs - len(pairs)
+            out.append(f"  … {more} more pair{'s' if more != 1 else ''} (the loudest verdicts are listed; "
+                       "--format json has all)")
         if 3 <= len(g.compared) <= MAX_MATRIX:
             labels = [v.label for v in g.compared]
             out += ["", f"  verdict matrix: {MATRIX_LEGEND}", "       " + " ".join(f"{l:>2}" for l in labels)]
@@ -310,7 +312,7 @@ def render_markdown(cmp: Comparison, show_all: bool = False) -> str:
                            f"{pp(p.delta_pp)}{interval} | {fmt_p(test.p) + f' ({test.b} vs {test.c})' if test else '—'} | "
                            f"{_md(agreement_text(p))} |")
             if g.n_pairs > len(pairs):
-                out.append(f"\n… {g.n_pairs - len(pairs)} more pairs (the most divergent are listed; json has all).")
+                out.append(f"\n… {g.n_pairs - len(pairs)} more pairs (the loudest verdicts are listed; json has all).")
         if 3 <= len(g.compared) <= MAX_MATRIX:
             labels = [v.label for v in g.compared]
             out += ["", f"Verdict matrix — {MATRIX_LEGEND}", "", "| | " + " | ".join(labels) + " |",
