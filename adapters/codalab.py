@@ -10,9 +10,11 @@ their keys (`code/`, `data/`), and whatever the command writes there becomes the
 bundle. So the data is read from `data/mnist.npz`, the record goes to `./runs/<run_id>`,
 and nothing is written under `code/` or `data/` (the command runs `python -B`).
 
-The run needs no network: the image `tensorflow/tensorflow:<our TensorFlow pin>` brings
-Python, TensorFlow, Keras, NumPy and h5py; PyYAML, which it lacks, travels in the code
-bundle as pure Python (`code/vendor/yaml`); MNIST is the data bundle.
+The run uses no network, but it has it: `cl run` always requests network access
+(request_network defaults to True and there is no flag to ask for none), so the manifest
+and the record say so. Nothing needs it: the image `tensorflow/tensorflow:<our TensorFlow
+pin>` brings Python, TensorFlow, Keras, NumPy and h5py; PyYAML, which it lacks, travels in
+the code bundle as pure Python (`code/vendor/yaml`); MNIST is the data bundle.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import numpy as np
 from adapters.base import Platform
 from cli.options import add_spec_options, spec_from_args, spec_overrides
 from core.data import SHAPES, DataError, Mnist, file_sha256, load_mnist, read_npz, verify
-from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state, harness_stamp
+from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state, harness_stamp, installed_version
 from core.errors import HarnessError, UsageError
 from core.record import PARTIAL_PREFIX, read_run_json, update_run_json, utc_now
 from core.spec import ExperimentSpec, load_spec
@@ -51,6 +53,8 @@ SPEC_FILE = "spec.yaml"
 BUNDLE_INFO = "codalab-bundle.json"  # in the code bundle: what the worker records about its bundles
 SCRIPT, MANIFEST = "codalab-run.sh", "codalab-manifest.json"
 DOWNLOADS = "downloads"
+RUN_UUID_FILE = "codalab-run-uuid.txt"  # in the bundle folder: the run bundle's uuid, as `cl run` printed it
+RUN_UUID = "$RUN_UUID"  # in the manifest's `cl` argv: the uuid the script captured from `cl run`
 
 # What the code bundle holds: the harness and its specs, nothing else.
 CODE_PARTS = ("core", "adapters", "cli", "results", "run.py")
@@ -58,11 +62,15 @@ CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".md", ".txt", ".csv"}
 CREDENTIAL_FILES = re.compile(r"^(kaggle\.json|credentials.*|client_secrets?.*|id_[rd]sa.*|.*\.(pem|key|p12))$", re.I)
 SECRET_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.I)
 
-# CodaLab's own formats (`cl help run`): names, sizes, durations.
+# CodaLab's own formats: names (codalab/lib/spec_util.py NAME_REGEX), uuids (UUID_REGEX).
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")
 CODALAB_UUID = re.compile(r"^0x[0-9a-f]{32}$")  # bundles and worksheets
-SIZE = re.compile(r"^\d+(\.\d+)?[kmgt]?$", re.I)
-DURATION = re.compile(r"^\d+(\.\d+)?[smhd]?$")
+# `cl run` asks for network access on every run: RunBundle's request_network metadata has
+# default=True (codalab/bundles/run_bundle.py) and the CLI turns a bool spec into a
+# store_true flag with no negation (Commands.metadata_arguments, codalab/lib/bundle_cli.py).
+REQUEST_NETWORK = True
+NETWORK_NOTE = ("the run has network access: `cl run` requests it for every run (request_network defaults "
+                "to true, and the CLI has no flag to turn it off); the harness does not use it")
 INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[^\s:]*)?$")
 IMAGE = re.compile(r"^[A-Za-z0-9][\w.\-/:@]*$")
 
@@ -109,7 +117,8 @@ class CodaLabPlatform(Platform):
         return Path(self.options.runs_dir)
 
     def platform_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"name": self.name, "in_worker": os.environ.get("CODALAB") == "true"}
+        info: dict[str, Any] = {"name": self.name, "in_worker": os.environ.get("CODALAB") == "true",
+                                "request_network": REQUEST_NETWORK, "network": NETWORK_NOTE}
         cwd = Path.cwd().name
         if CODALAB_UUID.match(cwd):  # the worker's working directory is /<run bundle uuid>
             info["run_bundle_uuid"] = cwd
@@ -117,7 +126,8 @@ class CodaLabPlatform(Platform):
         if bundle_file.is_file():
             bundle = json.loads(bundle_file.read_text())
             info["bundle"] = bundle
-            pinned, installed = bundle.get("pins", {}).get("tensorflow"), _version("tensorflow")
+            # The image installs TensorFlow as `tensorflow-cpu`: read it under any distribution name.
+            pinned, installed = bundle.get("pins", {}).get("tensorflow"), installed_version("tensorflow")
             info["tensorflow_matches_pin"] = pinned == installed
             if pinned and pinned != installed:
                 self.log(f"[codalab] the image has TensorFlow {installed}, the harness pins {pinned}: "
@@ -155,9 +165,16 @@ class CodaLabRun:
         return [{"key": CODE_KEY, "bundle": self.code_name}, {"key": DATA_KEY, "bundle": self.data_name}]
 
     def cl_commands(self) -> dict[str, list[str]]:
-        """Each step's argv, in order; codalab-run.sh is these, shell-quoted."""
+        """Each step's argv, in order; codalab-run.sh is these, shell-quoted.
+
+        `wait` and `download` name the run by the uuid `cl run` printed (RUN_UUID in the argv,
+        "$RUN_UUID" in the script): a name resolves in the current worksheet of the shell's
+        CodaLab session (codalab_manager.session_name), which another terminal may not share.
+        """
+        # --request-network is what `cl run` asks for anyway (REQUEST_NETWORK); written out so
+        # the command says what the run gets.
         resources = ["--request-docker-image", self.docker_image, "--request-memory", self.memory,
-                     "--request-cpus", str(self.cpus), "--request-time", self.time]
+                     "--request-cpus", str(self.cpus), "--request-time", self.time, "--request-network"]
         if self.gpus:
             resources += ["--request-gpus", str(self.gpus)]
         return {
@@ -168,8 +185,8 @@ class CodaLabRun:
                             "-d", "MNIST (official, SHA-256 verified), Keras mnist.npz layout"],
             "run": ["cl", "run", *(f"{d['key']}:{d['bundle']}" for d in self.dependencies()), self.command,
                     *resources, "-n", self.run_name, "-d", self.description],
-            "wait": ["cl", "wait", self.run_name],
-            "download": ["cl", "download", self.run_name, "-o", self.download_path],
+            "wait": ["cl", "wait", RUN_UUID],
+            "download": ["cl", "download", RUN_UUID, "-o", self.download_path],
         }
 
 
@@ -190,13 +207,6 @@ def pinned_versions(root: Path = HARNESS_ROOT) -> dict[str, str]:
         if sep:
             pins[name.strip().lower()] = version.strip()
     return pins
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def write_mnist_npz(mnist: Mnist, path: Path) -> None:
@@ -276,11 +286,76 @@ def _name_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "spec"
 
 
+# CodaLab's sizes and durations, parsed by the rules of codalab/lib/formatting.py (parse_size,
+# parse_duration, codalab 1.7.5). The server applies them to a run's request_memory and
+# request_disk ('size') and request_time ('duration') when it validates the new bundle
+# (codalab/objects/metadata.py, Metadata.validate), so a value they refuse is a failed
+# `cl run`. The rules: a value ending in a digit is a plain number, int() for a size
+# ("1.5" is refused) and float() for a duration; otherwise everything but the last
+# character is a float and the last character, either case, is the unit. The factors are
+# applied one after another, as there, so a duration rounds the same way.
+SIZE_UNITS = {"k": (1024,), "m": (1024, 1024), "g": (1024, 1024, 1024), "t": (1024, 1024, 1024, 1024)}
+DURATION_UNITS = {"s": (), "m": (60,), "h": (60, 60), "d": (60, 60, 24), "y": (60, 60, 24, 365)}
+
+
+def parse_size(s: str) -> int:
+    """Bytes, as CodaLab's formatting.parse_size reads `s`; ValueError where it refuses it."""
+    try:
+        if s[-1].isdigit():
+            return int(s)
+        n, factors = float(s[:-1]), SIZE_UNITS.get(s[-1].lower())
+        if factors is not None:
+            for f in factors:
+                n = n * f
+            return int(n)
+    except (IndexError, ValueError, OverflowError):  # OverflowError: CodaLab's int(inf) raises it uncaught
+        pass
+    raise ValueError(f"Invalid size: {s}, expected <number>[<k|m|g|t>]")
+
+
+def parse_duration(s: str) -> float:
+    """Seconds, as CodaLab's formatting.parse_duration reads `s`; ValueError where it refuses it."""
+    try:
+        if s[-1].isdigit():
+            return float(s)
+        n, factors = float(s[:-1]), DURATION_UNITS.get(s[-1].lower())
+        if factors is not None:
+            for f in factors:
+                n = n * f
+            return n
+    except (IndexError, ValueError):
+        pass
+    raise ValueError(f"Invalid duration: {s}, expected <number>[<s|m|h|d|y>]")
+
+
+def check_size(flag: str, value: str) -> int:
+    """A size CodaLab accepts, and one that asks for something: finite, more than 0 bytes, ASCII."""
+    # The CLI refuses metadata with non-ASCII characters (metadata_util.fill_missing_metadata).
+    try:
+        n = parse_size(value) if value.isascii() else None
+    except ValueError:
+        n = None
+    if n is None or n <= 0:
+        raise UsageError(f"{flag} {value!r}: CodaLab reads sizes as <integer> bytes or <number><k|m|g|t> "
+                         "(4g, 512m, 1.5g; not 1.5, which it refuses), more than 0")
+    return n
+
+
+def check_duration(flag: str, value: str) -> float:
+    """A duration CodaLab accepts, and one that allows some time: finite, more than 0 seconds, ASCII."""
+    try:
+        n = parse_duration(value) if value.isascii() else None
+    except ValueError:
+        n = None
+    if n is None or not 0 < n < float("inf"):  # CodaLab itself takes "infs" and "nanm"; a run needs a limit
+        raise UsageError(f"{flag} {value!r}: CodaLab reads durations as <seconds> or <number><s|m|h|d|y> "
+                         "(30m, 2h, 1.5d), more than 0")
+    return n
+
+
 def _check_resources(args: argparse.Namespace) -> None:
-    if not SIZE.match(args.memory):
-        raise UsageError(f"--memory {args.memory!r}: expected a size like 4g, 512m (CodaLab's format)")
-    if not DURATION.match(args.time):
-        raise UsageError(f"--time {args.time!r}: expected a duration like 30m, 2h, 1d (CodaLab's format)")
+    check_size("--memory", args.memory)
+    check_duration("--time", args.time)
     if args.cpus < 1:
         raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
     if args.gpus < 0:
@@ -351,7 +426,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
     """Write code/, data/, the script and the manifest into `folder`; returns the manifest."""
     template = manifest_template()
     pins = pinned_versions()
-    tensorflow = pins.get("tensorflow") or _version("tensorflow")
+    tensorflow = pins.get("tensorflow") or installed_version("tensorflow")
     image = docker_image(args.docker_image, args.gpus, tensorflow, template)
     built_at, stamp = utc_now(), f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     harness = git_state()
@@ -378,6 +453,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
     bundle_info = {"built_at": built_at, "harness": harness, "spec": {"name": spec.name, "hash": spec.hash},
                    "bundles": {"code": plan.code_name, "data": plan.data_name, "run": plan.run_name},
                    "docker_image": image, "pins": {k: pins.get(k) for k in ("tensorflow", "keras")},
+                   "request_network": REQUEST_NETWORK,
                    "vendored": code["vendored"], "data_sha256": data_sha}
     (folder / CODE_KEY / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2) + "\n")
     (folder / CODE_KEY / HARNESS_STAMP).write_text(harness_stamp(harness))  # the worker has no git
@@ -402,19 +478,26 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
         "dependencies": plan.dependencies(),
         "command": plan.command,
         "resources": {"docker_image": image, "memory": plan.memory, "cpus": plan.cpus, "time": plan.time,
-                      "gpus": plan.gpus, "network": template["resources"]["network"]},
+                      "gpus": plan.gpus, "network": REQUEST_NETWORK, "network_note": NETWORK_NOTE},
         "image": {**template["image"], "tensorflow_pin": tensorflow, "keras_pin": pins.get("keras")},
         "cl": list(commands.values()),
+        "cl_placeholders": {RUN_UUID: "the run bundle's uuid, as `cl run` printed it (the script saves it "
+                                      f"to {RUN_UUID_FILE})"},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     script = _Template((TEMPLATES / f"{SCRIPT}.template").read_text()).substitute(
         built_at=built_at, commit=commit, spec_name=spec.name, spec_hash=spec.hash, docker_image=image,
-        run_name=plan.run_name, download=plan.download_path,
-        **{f"cl_{step}": shlex.join(argv) for step, argv in commands.items()})
+        run_name=plan.run_name, download=plan.download_path, run_uuid_file=RUN_UUID_FILE,
+        **{f"cl_{step}": shell_line(argv) for step, argv in commands.items()})
     (folder / SCRIPT).write_text(script)
     (folder / SCRIPT).chmod(0o755)
     return manifest
+
+
+def shell_line(argv: list[str]) -> str:
+    """argv shell-quoted, with RUN_UUID left for the shell to expand ("$RUN_UUID")."""
+    return " ".join(f'"{a}"' if a == RUN_UUID else shlex.quote(a) for a in argv)
 
 
 def print_summary(out: Path, manifest: dict[str, Any]) -> None:
@@ -426,7 +509,7 @@ def print_summary(out: Path, manifest: dict[str, Any]) -> None:
           f"{b['data']['sha256'][:16]}…)  -> {b['data']['name']}\n"
           f"  run   {manifest['command']}\n"
           f"        on {r['docker_image']}, {r['memory']}, {r['cpus']} CPUs, {r['gpus']} GPUs, {r['time']}, "
-          f"no network  -> {b['run']['name']}\n"
+          f"with network (cl run always asks for it)  -> {b['run']['name']}\n"
           f"next: bash {out / SCRIPT}   (or: python run.py push codalab {out})")
 
 
@@ -450,16 +533,30 @@ def cli_push(argv: list[str]) -> int:
                          "write one with `python run.py bundle codalab --out DIR`")
     _require_cl()
     rc = subprocess.run(["bash", str(script)]).returncode
+    uuid = run_uuid(args.dir)
+    if uuid:
+        # The uuid works from any shell; the run's name resolves only in this shell's worksheet.
+        print(f"run bundle {uuid}: pull it from anywhere with `python run.py pull codalab {uuid}`")
     if rc != 0:
         raise CodaLabError(f"{script} exited with status {rc}; the lines above say which `cl` step failed")
     return 0
+
+
+def run_uuid(bundle_dir: Path) -> str | None:
+    """The run bundle's uuid that codalab-run.sh saved, or None (not run yet, or `cl run` failed)."""
+    try:
+        text = (bundle_dir / RUN_UUID_FILE).read_text()[:100].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if CODALAB_UUID.match(text) else None
 
 
 def cli_pull(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py pull codalab",
                                      description="Download a CodaLab run bundle (`cl download`) and put its run "
                                                  "record into the runs folder.")
-    parser.add_argument("bundle", help="run bundle: uuid or name, as `cl download` takes it")
+    parser.add_argument("bundle", help="run bundle: its uuid (0x..., printed by push), or WORKSHEET//NAME; a bare "
+                                       "NAME resolves only in the current worksheet of this shell's `cl` session")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run records go (default: runs/)")
     args = parser.parse_args(argv)
     cl = _require_cl()
@@ -472,7 +569,10 @@ def cli_pull(argv: list[str]) -> int:
         proc = subprocess.run([cl, "download", args.bundle, "-o", str(bundle_dir)], capture_output=True, text=True)
         if proc.returncode != 0 or not bundle_dir.is_dir():
             why = (proc.stderr.strip() or proc.stdout.strip() or "it wrote nothing").splitlines()[-1]
-            raise CodaLabError(f"cl download {args.bundle}: {why}")
+            hint = ("" if CODALAB_UUID.match(args.bundle) or "//" in args.bundle else
+                    "; a bare name is looked up in this shell's current worksheet: pass the uuid "
+                    "(push prints it) or WORKSHEET//NAME")
+            raise CodaLabError(f"cl download {args.bundle}: {why}{hint}")
         pulled = [_keep_record(record, bundle_dir, args.bundle, args.runs_dir) for record in record_folders(bundle_dir)]
         if not pulled:
             raise CodaLabError(f"run bundle {args.bundle} holds no run record "
