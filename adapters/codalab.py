@@ -71,7 +71,8 @@ CODALAB_UUID = re.compile(r"^0x[0-9a-f]{32}$")  # bundles and worksheets
 REQUEST_NETWORK = True
 NETWORK_NOTE = ("the run has network access: `cl run` requests it for every run (request_network defaults "
                 "to true, and the CLI has no flag to turn it off); the harness does not use it")
-INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[^\s:]*)?$")
+# no shell-special characters: codalab-run.sh echoes it inside double quotes
+INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[A-Za-z0-9._~/\-]*)?$")
 IMAGE = re.compile(r"^[A-Za-z0-9][\w.\-/:@]*$")
 
 INSTALL_HINT = (
@@ -488,7 +489,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
 
     script = _Template((TEMPLATES / f"{SCRIPT}.template").read_text()).substitute(
         built_at=built_at, commit=commit, spec_name=spec.name, spec_hash=spec.hash, docker_image=image,
-        run_name=plan.run_name, download=plan.download_path, run_uuid_file=RUN_UUID_FILE,
+        run_name=plan.run_name, download=plan.download_path, run_uuid_file=RUN_UUID_FILE, instance=plan.instance,
         **{f"cl_{step}": shell_line(argv) for step, argv in commands.items()})
     (folder / SCRIPT).write_text(script)
     (folder / SCRIPT).chmod(0o755)
@@ -536,10 +537,17 @@ def cli_push(argv: list[str]) -> int:
     uuid = run_uuid(args.dir)
     if uuid:
         # The uuid works from any shell; the run's name resolves only in this shell's worksheet.
-        print(f"run bundle {uuid}: pull it from anywhere with `python run.py pull codalab {uuid}`")
+        instance = json.loads((args.dir / MANIFEST).read_text()).get("instance")
+        print(f"run bundle {uuid}: pull it from any shell with "
+              f"`python run.py pull codalab {pull_spec(instance, uuid)}`")
     if rc != 0:
         raise CodaLabError(f"{script} exited with status {rc}; the lines above say which `cl` step failed")
     return 0
+
+
+def pull_spec(instance: str | None, uuid: str) -> str:
+    """`<instance>::<uuid>`: names the run bundle whichever instance and worksheet the shell's session is on."""
+    return f"{instance}::{uuid}" if instance else uuid
 
 
 def run_uuid(bundle_dir: Path) -> str | None:
@@ -569,7 +577,10 @@ def cli_pull(argv: list[str]) -> int:
         proc = subprocess.run([cl, "download", args.bundle, "-o", str(bundle_dir)], capture_output=True, text=True)
         if proc.returncode != 0 or not bundle_dir.is_dir():
             why = (proc.stderr.strip() or proc.stdout.strip() or "it wrote nothing").splitlines()[-1]
-            hint = ("" if CODALAB_UUID.match(args.bundle) or "//" in args.bundle else
+            # `[<instance>::][<worksheet>//]<bundle>` (BundleCLI.resolve_target); a bare name is looked
+            # up in the current worksheet of this shell's session (CodaLabManager.session_name).
+            _, _, spec = args.bundle.rpartition("::")
+            hint = ("" if CODALAB_UUID.match(spec) or "//" in spec else
                     "; a bare name is looked up in this shell's current worksheet: pass the uuid "
                     "(push prints it) or WORKSHEET//NAME")
             raise CodaLabError(f"cl download {args.bundle}: {why}{hint}")
