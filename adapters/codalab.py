@@ -78,6 +78,8 @@ IMAGE = re.compile(r"^[A-Za-z0-9][\w.\-/:@]*$")
 INSTALL_HINT = (
     "the CodaLab CLI `cl` is not on PATH. It needs its own environment: the `codalab` package pins old "
     "dependencies (apache-beam 2.38) and does not install on Python 3.11, so keep it out of this venv:\n"
+    "  make codalab-cli && export PATH=\"$PATH:$PWD/.venv-codalab/bin\"   (codalab 1.7.5, pinned)\n"
+    "or\n"
     "  pipx install --python python3.9 codalab\n"
     "or\n"
     "  python3.9 -m venv ~/.venvs/codalab && ~/.venvs/codalab/bin/pip install codalab "
@@ -283,6 +285,11 @@ def tree_sha256(folder: Path) -> tuple[int, str]:
     return len(lines), hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+def cl_text(text: str) -> str:
+    """`text` as CodaLab metadata may hold it: ASCII only (metadata_util.fill_missing_metadata refuses the rest)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _name_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "spec"
 
@@ -446,7 +453,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: argparse.Namespace) -
     plan = CodaLabRun(code_name=names["code"], data_name=names["data"], run_name=names["run"],
                       command=template["command"], docker_image=image, memory=args.memory, cpus=args.cpus,
                       time=args.time, gpus=args.gpus, instance=args.instance, worksheet=args.worksheet,
-                      description=f"{spec.name} (spec {spec.short_hash}), harness {commit}")
+                      description=cl_text(f"{spec.name} (spec {spec.short_hash}), harness {commit}"))
 
     # The code bundle, with a note of what it was built for (the worker records it).
     (folder / CODE_KEY).mkdir()

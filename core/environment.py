@@ -101,8 +101,9 @@ def installed_version(module: str, path: list[str] | None = None) -> str | None:
     top-level module, then the module's `__version__` if something already imported it
     (it is never imported here: the fingerprint stays cheap).
     """
-    path = list(sys.path if path is None else path)
-    if machinery.PathFinder.find_spec(module, path) is None and module not in sys.modules:
+    this_process = path is None  # only then does sys.modules say anything about `path`
+    path = list(sys.path if this_process else path)
+    if machinery.PathFinder.find_spec(module, path) is None and not (this_process and module in sys.modules):
         return None
     known = DISTRIBUTIONS.get(module, (module,))
     for names in (known, None):  # the scan of every distribution only when no known name is installed
@@ -110,7 +111,8 @@ def installed_version(module: str, path: list[str] | None = None) -> str | None:
             dist = next(iter(metadata.distributions(name=name, path=path)), None)
             if dist is not None and dist.version:
                 return dist.version
-    version = getattr(sys.modules.get(module), "__version__", None)
+    loaded = sys.modules.get(module) if this_process else None
+    version = getattr(loaded, "__version__", None)
     return version if isinstance(version, str) else None
 
 

@@ -24,8 +24,12 @@ CLI's state file holds, as the real server's OAuth check does. Binds 127.0.0.1 o
 """
 from __future__ import annotations
 
+import glob
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -34,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+ROOT = Path(__file__).resolve().parents[2]
+CL_VENV = ROOT / ".venv-codalab"
 TOKEN = "loopback-test-token"  # a made-up bearer token for the stand-in, not a credential
 USER = "tester"
 
@@ -68,6 +74,14 @@ class CodaLabStandIn:
         token = {"access_token": TOKEN, "refresh_token": "unused", "token_type": "Bearer", "scope": "default",
                  "expires_at": time.time() + 86400}
         return {"auth": {self.address: {"token_info": token, "username": USER}}, "sessions": {}}
+
+    def add_run(self, name: str, contents: Path, state: str = "ready") -> str:
+        """A run bundle that ran elsewhere (in the test's simulated worker): its uuid."""
+        with self.lock:
+            b = {"uuid": new_uuid(), "worksheet": self.worksheet["uuid"], "state": state, "bundle_type": "run",
+                 "metadata": {"name": name}, "command": None, "dependencies": [], "contents": contents}
+            self.bundles[b["uuid"]] = b
+        return b["uuid"]
 
     def created(self, bundle_type: str) -> list[dict]:
         return [b for b in self.bundles.values() if b["bundle_type"] == bundle_type]
@@ -166,7 +180,7 @@ class CodaLabStandIn:
                 return self._error(404, f"{method} /{'/'.join(parts)}: not part of this stand-in")
 
             def _resource(self, b: dict) -> dict:
-                attributes = {k: v for k, v in b.items() if k not in ("worksheet", "create_query")}
+                attributes = {k: v for k, v in b.items() if k not in ("worksheet", "create_query", "contents")}
                 if b["bundle_type"] == "run" and b["state"] == "created":
                     attributes["state"] = server.run_state  # where a worker would have run it
                 return {"type": "bundles", "id": b["uuid"], "attributes": attributes}
@@ -181,7 +195,8 @@ class CodaLabStandIn:
                     b["upload_query"] = query
                     b["state"] = "ready"
                     return self._send(200)
-                if b["bundle_type"] != "run" or server.run_contents is None:
+                contents = b.get("contents") or server.run_contents
+                if b["bundle_type"] != "run" or contents is None:
                     return self._error(404, f"bundle {b['uuid']}: no contents here")
                 if rest == ["contents", "info"] and method == "GET":
                     return self._json({"data": {"name": b["metadata"]["name"], "type": "directory", "size": 0,
@@ -190,7 +205,7 @@ class CodaLabStandIn:
                 if rest == ["contents", "blob"] and method == "GET":
                     buf = io.BytesIO()
                     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-                        for child in sorted(server.run_contents.iterdir()):
+                        for child in sorted(contents.iterdir()):
                             tar.add(child, arcname=child.name)
                     return self._send(200, buf.getvalue(), "application/gzip",
                                       {"Content-Encoding": "identity", "Target-Type": "directory",
@@ -210,3 +225,53 @@ class CodaLabStandIn:
                 self._route("PATCH")
 
         return Handler
+
+
+# --- The real client: its venv and a logged-in CodaLab home -----------------------------------
+
+def python39() -> str | None:
+    """The interpreter `make codalab-cli` uses: pyenv's 3.9.x, else python3.9 on PATH."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        root = ""
+    found = sorted(glob.glob(f"{root or os.path.expanduser('~/.pyenv')}/versions/3.9.*/bin/python"))
+    return found[0] if found else shutil.which("python3.9")
+
+
+NO_PYTHON39 = ("no Python 3.9 interpreter (looked for $(pyenv root)/versions/3.9.*/bin/python and python3.9 on "
+               "PATH): the CodaLab CLI 1.7.5 does not install on newer Pythons")
+
+
+def build_cl_venv() -> Path | None:
+    """`make codalab-cli` (idempotent: a stamp); None when there is no Python 3.9 to build it with."""
+    py39 = python39()
+    if py39 is None:
+        return None
+    proc = subprocess.run(["make", "-s", "codalab-cli", f"PYTHON39={py39}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=3000)
+    assert proc.returncode == 0, f"make codalab-cli failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert (CL_VENV / "bin" / "cl").is_file()
+    return CL_VENV
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """No proxy (urllib would send loopback traffic through one), Google's 3.9 warnings off."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return {**env, "PYTHONWARNINGS": "ignore", "NO_PROXY": "127.0.0.1", **extra}
+
+
+def cl_home(cl_venv: Path, server: CodaLabStandIn, home: Path) -> dict[str, str]:
+    """A CodaLab home as a logged-in user has it, its default instance the stand-in; the env to use it."""
+    env = quiet_env(HOME=str(home), CODALAB_HOME=str(home / ".codalab"), CODALAB_SESSION="test",
+                    PATH=f"{cl_venv / 'bin'}:/usr/bin:/bin")
+    (home / ".codalab").mkdir(parents=True)
+    (home / ".codalab" / "state.json").write_text(json.dumps(server.state_file()))
+    # The CLI writes its own config on first use; then its default instance is the stand-in, so
+    # nothing a test runs can reach worksheets.codalab.org.
+    subprocess.run([str(cl_venv / "bin" / "cl"), "--version"], env=env, capture_output=True, check=True,
+                   timeout=300)
+    config = json.loads((home / ".codalab" / "config.json").read_text())
+    config["cli"]["default_address"] = server.address
+    (home / ".codalab" / "config.json").write_text(json.dumps(config))
+    return env

@@ -8,13 +8,9 @@ the bundle, the test says what the run bundle holds.
 """
 from __future__ import annotations
 
-import glob
 import io
 import json
 import math
-import os
-import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,10 +24,9 @@ from cli import remote
 from core.data import file_sha256
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from codalab_server import CodaLabStandIn  # noqa: E402
+from codalab_server import NO_PYTHON39, CodaLabStandIn, build_cl_venv, cl_home, quiet_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CL_VENV = ROOT / ".venv-codalab"
 PROBE = Path(__file__).resolve().parent / "codalab_cli_probe.py"
 TINY = ["--epochs", "1", "--train-limit", "300", "--test-limit", "200"]
 SAMPLE_UUID = "0x" + "5d" * 16  # stands for the uuid `cl run` prints, where a line uses it
@@ -39,34 +34,13 @@ STEPS = ["do_work_command", "do_upload_command", "do_upload_command", "do_run_co
          "do_download_command"]
 
 
-def python39() -> str | None:
-    """The interpreter `make codalab-cli` uses: pyenv's 3.9.x, else python3.9 on PATH."""
-    try:
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        root = ""
-    found = sorted(glob.glob(f"{root or os.path.expanduser('~/.pyenv')}/versions/3.9.*/bin/python"))
-    return found[0] if found else shutil.which("python3.9")
-
-
 @pytest.fixture(scope="session")
 def cl_venv() -> Path:
-    """The real CodaLab CLI, codalab==1.7.5 and its pinned packages, in .venv-codalab (idempotent)."""
-    py39 = python39()
-    if py39 is None:
-        pytest.skip("no Python 3.9 interpreter (looked for $(pyenv root)/versions/3.9.*/bin/python and python3.9 "
-                    "on PATH): the CodaLab CLI 1.7.5 does not install on newer Pythons")
-    proc = subprocess.run(["make", "-s", "codalab-cli", f"PYTHON39={py39}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=3000)
-    assert proc.returncode == 0, f"make codalab-cli failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert (CL_VENV / "bin" / "cl").is_file()
-    return CL_VENV
-
-
-def quiet_env(**extra: str) -> dict[str, str]:
-    """No proxy (urllib would send loopback traffic through one), Google's 3.9 warnings off."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    return {**env, "PYTHONWARNINGS": "ignore", "NO_PROXY": "127.0.0.1", **extra}
+    """The real CodaLab CLI, codalab==1.7.5 and its pinned packages, in .venv-codalab (built once)."""
+    venv = build_cl_venv()
+    if venv is None:
+        pytest.skip(NO_PYTHON39)
+    return venv
 
 
 def probe(cl_venv: Path, request: dict, cwd: Path, home: Path) -> dict:
@@ -96,11 +70,13 @@ def default_bundle(tmp_path_factory) -> types.SimpleNamespace:
 
 
 GPU_RUN = codalab.CodaLabRun("mnist-harness-code-x", "mnist-data-y", "mnist-run-z", "python -B code/run.py",
-                             "tensorflow/tensorflow:2.21.0-gpu", "8g", 4, "1d", 1, "main", "my-ws", "gpu run")
+                             "tensorflow/tensorflow:2.21.0-gpu", "8g", 4, "1d", 1, "main", "my-ws",
+                             codalab.cl_text("réseau-ü (spec 1234abcd)"))  # a spec named in any script
 REFUSED = {  # lines the real CLI must refuse: the probe can tell a refusal from a pass
     "memory 1.5": ["run", "code:b", "true", "--request-memory", "1.5"],
     "no such flag": ["run", "code:b", "true", "--request-no-network"],
     "cpus 1.5": ["run", "code:b", "true", "--request-cpus", "1.5"],
+    "unicode": ["upload", "code", "-n", "b", "-d", "réseau"],
 }
 
 
@@ -159,6 +135,7 @@ def test_real_parser_takes_the_gpu_variant(parsed):
     assert run["ok"], run.get("error")
     assert (run["metadata"]["request_gpus"], run["metadata"]["request_cpus"]) == (1, 4)
     assert run["parsed_memory"] == 8 * 1024 ** 3 and run["parsed_time"] == 86400
+    assert run["metadata"]["description"] == "r\\xe9seau-\\xfc (spec 1234abcd)"  # the CLI takes ASCII only
 
 
 def test_real_parser_refuses_what_the_server_would(parsed):
@@ -167,6 +144,7 @@ def test_real_parser_refuses_what_the_server_would(parsed):
     assert not refused["no such flag"]["ok"] and refused["no such flag"]["exit"] == 2
     assert "unrecognized arguments: --request-no-network" in refused["no such flag"]["error"]
     assert not refused["cpus 1.5"]["ok"] and "invalid int value" in refused["cpus 1.5"]["error"]
+    assert not refused["unicode"]["ok"] and "Metadata cannot contain unicode" in refused["unicode"]["error"]
 
 
 # --- Sizes and durations: ours against CodaLab's formatting.parse_size / parse_duration ----------
@@ -221,21 +199,6 @@ def test_bundle_accepts_exactly_the_positive_finite_values_codalab_accepts(parse
 def server():
     with CodaLabStandIn() as s:
         yield s
-
-
-def cl_home(cl_venv: Path, server: CodaLabStandIn, home: Path) -> dict[str, str]:
-    """A CodaLab home as a logged-in user has it, its default instance the stand-in; the env to use it."""
-    env = quiet_env(HOME=str(home), CODALAB_HOME=str(home / ".codalab"), CODALAB_SESSION="test",
-                    PATH=f"{cl_venv / 'bin'}:/usr/bin:/bin")
-    (home / ".codalab").mkdir(parents=True)
-    (home / ".codalab" / "state.json").write_text(json.dumps(server.state_file()))
-    # The CLI writes its own config on first use; then its default instance is the stand-in, so
-    # nothing a test runs can reach worksheets.codalab.org.
-    subprocess.run(["cl", "--version"], env=env, capture_output=True, check=True, timeout=300)
-    config = json.loads((home / ".codalab" / "config.json").read_text())
-    config["cli"]["default_address"] = server.address
-    (home / ".codalab" / "config.json").write_text(json.dumps(config))
-    return env
 
 
 def run_bundle_contents(folder: Path, stderr: str) -> Path:
