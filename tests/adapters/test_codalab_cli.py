@@ -20,8 +20,11 @@ from pathlib import Path
 import pytest
 
 from adapters import codalab
+from adapters.remote import codalab as remote_codalab
+from adapters.remote import transfer
 from cli import remote
 from core.data import file_sha256
+from core.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codalab_server import NO_PYTHON39, CodaLabStandIn, build_cl_venv, cl_home, quiet_env  # noqa: E402
@@ -56,7 +59,7 @@ def probe(cl_venv: Path, request: dict, cwd: Path, home: Path) -> dict:
 
 def cl_argv(manifest: dict) -> list[list[str]]:
     """The manifest's `cl` lines as the CLI gets them: without `cl`, the run's uuid filled in."""
-    return [[SAMPLE_UUID if a == codalab.RUN_UUID else a for a in argv[1:]] for argv in manifest["cl"]]
+    return [[SAMPLE_UUID if a == remote_codalab.RUN_UUID else a for a in argv[1:]] for argv in manifest["cl"]]
 
 
 # --- The real parser --------------------------------------------------------------------------
@@ -66,12 +69,12 @@ def default_bundle(tmp_path_factory) -> types.SimpleNamespace:
     """The bundle `run.py bundle codalab` writes with every option left at its default."""
     out = tmp_path_factory.mktemp("default") / "codalab"
     assert remote.main("bundle", ["codalab", "--out", str(out)]) == 0
-    return types.SimpleNamespace(dir=out, manifest=json.loads((out / codalab.MANIFEST).read_text()))
+    return types.SimpleNamespace(dir=out, manifest=json.loads((out / remote_codalab.MANIFEST).read_text()))
 
 
-GPU_RUN = codalab.CodaLabRun("mnist-harness-code-x", "mnist-data-y", "mnist-run-z", "python -B code/run.py",
+GPU_RUN = remote_codalab.CodaLabRun("mnist-harness-code-x", "mnist-data-y", "mnist-run-z", "python -B code/run.py",
                              "tensorflow/tensorflow:2.21.0-gpu", "8g", 4, "1d", 1, "main", "my-ws",
-                             codalab.cl_text("réseau-ü (spec 1234abcd)"))  # a spec named in any script
+                             remote_codalab.cl_text("réseau-ü (spec 1234abcd)"))  # a spec named in any script
 REFUSED = {  # lines the real CLI must refuse: the probe can tell a refusal from a pass
     "memory 1.5": ["run", "code:b", "true", "--request-memory", "1.5"],
     "no such flag": ["run", "code:b", "true", "--request-no-network"],
@@ -116,8 +119,8 @@ def test_real_parser_fills_the_run_metadata_we_ask_for_with_network_on(parsed, d
     assert (md["name"], md["request_docker_image"], md["request_memory"], md["request_time"]) == \
            (m["bundles"]["run"]["name"], r["docker_image"], r["memory"], r["time"])
     assert (md["request_cpus"], md["request_gpus"]) == (r["cpus"], r["gpus"])
-    assert run["parsed_memory"] == codalab.parse_size(r["memory"]) == 4 * 1024 ** 3
-    assert run["parsed_time"] == codalab.parse_duration(r["time"]) == 7200
+    assert run["parsed_memory"] == remote_codalab.parse_size(r["memory"]) == 4 * 1024 ** 3
+    assert run["parsed_time"] == remote_codalab.parse_duration(r["time"]) == 7200
     assert md["request_network"] is True and r["network"] is True
 
 
@@ -171,24 +174,24 @@ def test_our_size_and_duration_rules_are_codalabs(parsed):
     formats = parsed["answer"]["formats"]
     assert len(formats) == len(FORMAT_VALUES) > 600
     disagree = [(v, kind, ours(fn, v), r[kind]) for v, r in zip(FORMAT_VALUES, formats)
-                for kind, fn in (("size", codalab.parse_size), ("duration", codalab.parse_duration))
+                for kind, fn in (("size", remote_codalab.parse_size), ("duration", remote_codalab.parse_duration))
                 if ours(fn, v) != theirs(r[kind])]
     assert not disagree, disagree[:10]
     # The cases the issue names, and the float rounding of chained factors:
     by_value = dict(zip(FORMAT_VALUES, formats))
     assert "error" in by_value["1.5"]["size"] and by_value["1.5g"]["size"]["value"] == 1610612736
-    assert by_value["2.675h"]["duration"]["value"] == codalab.parse_duration("2.675h")
+    assert by_value["2.675h"]["duration"]["value"] == remote_codalab.parse_duration("2.675h")
 
 
 def test_bundle_accepts_exactly_the_positive_finite_values_codalab_accepts(parsed):
     for value, r in zip(FORMAT_VALUES, parsed["answer"]["formats"]):
-        for kind, check in (("size", codalab.check_size), ("duration", codalab.check_duration)):
+        for kind, check in (("size", remote_codalab.check_size), ("duration", remote_codalab.check_duration)):
             real = r[kind].get("value")
             accepted_by_codalab = (isinstance(real, (int, float)) and 0 < real < math.inf and value.isascii())
             try:
                 check("--x", value)
                 ok = True
-            except codalab.UsageError:
+            except UsageError:
                 ok = False
             assert ok == accepted_by_codalab, (kind, value, real)
 
@@ -218,10 +221,10 @@ def pushed(cl_venv, server, tmp_path_factory) -> types.SimpleNamespace:
     assert remote.main("bundle", ["codalab", "--out", str(out), *TINY, "--instance", server.address]) == 0
     env = cl_home(cl_venv, server, tmp / "home")
     server.run_contents = run_bundle_contents(tmp / "run-contents", "No module named 'yaml'\n")
-    proc = subprocess.run(["bash", str(out / codalab.SCRIPT)], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(out / remote_codalab.SCRIPT)], env=env, capture_output=True, text=True,
                           timeout=900)
     return types.SimpleNamespace(dir=out, env=env, tmp=tmp, proc=proc,
-                                 manifest=json.loads((out / codalab.MANIFEST).read_text()))
+                                 manifest=json.loads((out / remote_codalab.MANIFEST).read_text()))
 
 
 def untar(blob: bytes, dest: Path) -> Path:
@@ -238,7 +241,7 @@ def test_codalab_run_sh_runs_end_to_end_with_the_real_client(pushed, server):
     assert [u["metadata"]["name"] for u in uploads] == [m["bundles"]["code"]["name"], m["bundles"]["data"]["name"]]
     code, data = uploads
     # What the real client uploaded is the bundle's code/ and data/, byte for byte.
-    assert codalab.tree_sha256(untar(server.blobs[code["uuid"]], pushed.tmp / "up-code")) == \
+    assert transfer.tree_sha256(untar(server.blobs[code["uuid"]], pushed.tmp / "up-code")) == \
            (m["bundles"]["code"]["files"], m["bundles"]["code"]["sha256"])
     assert file_sha256(untar(server.blobs[data["uuid"]], pushed.tmp / "up-data") / "mnist.npz") == \
            m["bundles"]["data"]["sha256"]
@@ -251,8 +254,8 @@ def test_codalab_run_sh_runs_end_to_end_with_the_real_client(pushed, server):
            (True, "4g", "2h", 2)
     assert md["name"] == m["bundles"]["run"]["name"] and md["request_docker_image"] == "tensorflow/tensorflow:2.21.0"
     # wait and download went by the uuid `cl run` printed, which the script kept.
-    assert (pushed.dir / codalab.RUN_UUID_FILE).read_text().strip() == run["uuid"]
-    assert codalab.run_uuid(pushed.dir) == run["uuid"]
+    assert (pushed.dir / remote_codalab.RUN_UUID_FILE).read_text().strip() == run["uuid"]
+    assert remote_codalab.run_uuid(pushed.dir) == run["uuid"]
     downloaded = pushed.dir / m["bundles"]["run"]["download"]
     assert sorted(p.name for p in downloaded.iterdir()) == ["runs", "stderr", "stdout"]
     assert (downloaded / "stderr").read_text() == "No module named 'yaml'\n"
@@ -262,7 +265,7 @@ def test_codalab_run_sh_runs_end_to_end_with_the_real_client(pushed, server):
 def test_codalab_run_sh_refuses_a_stale_download_before_uploading(pushed, server):
     assert pushed.proc.returncode == 0
     before = dict(server.bundles)
-    proc = subprocess.run(["bash", str(pushed.dir / codalab.SCRIPT)], env=pushed.env, capture_output=True,
+    proc = subprocess.run(["bash", str(pushed.dir / remote_codalab.SCRIPT)], env=pushed.env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "Traceback" not in proc.stderr
@@ -273,7 +276,7 @@ def test_real_cl_download_makes_only_the_last_folder_and_keeps_an_existing_one(p
     # What codalab-run.sh works around: un_tar_directory does os.mkdir (no parents), and an
     # existing target is kept with a message and exit status 0.
     assert pushed.proc.returncode == 0
-    uuid = codalab.run_uuid(pushed.dir)
+    uuid = remote_codalab.run_uuid(pushed.dir)
     work = pushed.tmp / "cl-download"
     work.mkdir()
     missing_parent = subprocess.run(["cl", "download", uuid, "-o", "downloads/run"], cwd=work, env=pushed.env,
@@ -297,7 +300,7 @@ def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_pull_by_the_printed_form_reaches_the_run_bundle(pushed, server, tmp_path):
     assert pushed.proc.returncode == 0
-    spec = codalab.pull_spec(server.address, codalab.run_uuid(pushed.dir))
+    spec = remote_codalab.pull_spec(server.address, remote_codalab.run_uuid(pushed.dir))
     env = {**pushed.env, "CODALAB_SESSION": "another-terminal"}  # another shell: its own session
     proc = run_py("pull", "codalab", spec, "--runs-dir", str(tmp_path / "runs"), env=env)
     # The bundle is found and downloaded; it holds no record (nothing ran), and pull says why.
