@@ -31,7 +31,6 @@ import csv
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +38,7 @@ from adapters.base import Option, Platform, default_data
 from core import backend
 from core.data import Mnist
 from core.errors import HarnessError
-from core.record import SCHEMA_VERSION, flatten, read_run_json
+from core.record import SCHEMA_VERSION, flatten, read_run_json, zip_names
 from core.spec import ExperimentSpec
 
 ARCHIVE_DIR = "comet"                 # inside the run record
@@ -92,13 +91,7 @@ def scrub(text: str, secret: str | None) -> str:
 
 def is_archive(path: Path) -> bool:
     """A zip holding Comet's experiment.json and messages.json (comet_ml also leaves empty placeholders)."""
-    if not (path.is_file() and path.suffix == ".zip" and zipfile.is_zipfile(path)):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            return set(ARCHIVE_FILES) <= set(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    return path.suffix == ".zip" and set(ARCHIVE_FILES) <= zip_names(path)
 
 
 class CometPlatform(Platform):

@@ -149,6 +149,19 @@ def read_npy(raw: bytes, name: str = ".npy") -> np.ndarray:
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
+def zip_names(path: Path) -> frozenset[str]:
+    """Member names of a zip file a record holds (a Comet archive); empty when it is no readable zip."""
+    import zipfile
+
+    try:
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return frozenset(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return frozenset()
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a temporary file in the same folder, fsync, rename."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -32,6 +32,7 @@ import numpy as np
 
 from core.spec import parse_spec
 from core.errors import HarnessError
+from core.record import zip_names
 from results.loaders import LoadedRun, Loader, LoaderError
 from results.loaders.record import validate_run
 
@@ -88,14 +89,8 @@ class CometLog:
 
 
 def is_archive(path: Path) -> bool:
-    """A zip holding Comet's experiment.json and messages.json."""
-    if not (path.is_file() and path.suffix == ".zip" and zipfile.is_zipfile(path)):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            return set(ARCHIVE_FILES) <= set(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    """A zip holding Comet's experiment.json and messages.json (comet_ml also leaves empty placeholders)."""
+    return path.suffix == ".zip" and set(ARCHIVE_FILES) <= zip_names(path)
 
 
 def read_archive(path: str | Path) -> CometLog:
