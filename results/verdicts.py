@@ -65,7 +65,9 @@ class NoiseBand:
     @property
     def pp_ci(self) -> tuple[float, float] | None:
         """The band's own 95 % interval: BAND_FACTOR × the sd's."""
-        return None if self.sd_ci_pp is None else (BAND_FACTOR * self.sd_ci_pp[0], BAND_FACTOR * self.sd_ci_pp[1])
+        if self.sd_ci_pp is None:
+            return None  # two accuracies never differ by more than 100 pp, whatever a few seeds suggest
+        return BAND_FACTOR * self.sd_ci_pp[0], min(100.0, BAND_FACTOR * self.sd_ci_pp[1])
 
     def describe(self) -> str:
         if self.origin == "measured":
