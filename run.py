@@ -3,6 +3,7 @@
 
     python run.py --platform local [run options]     run the experiment, write a run record
     python run.py COMMAND --help                      any other command
+    python run.py --verbose ...                       show TensorFlow's native log (quiet by default)
 
 Commands are imported only when called: `--help` and `compare` never import TensorFlow.
 """
@@ -34,8 +35,18 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, process_entry: bool = False) -> int:
+    """Run one command; `process_entry` when this is the process's own start (`python run.py`),
+    which lets the console filter take over the process's stderr (core/console.py).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A global flag, taken from anywhere before `--`: no command has an option of that name.
+    end = argv.index("--") if "--" in argv else len(argv)
+    verbose = "--verbose" in argv[:end]
+    argv = [a for a in argv[:end] if a != "--verbose"] + argv[end:]
+    from core import console  # the standard library only; must come before anything imports TensorFlow
+
+    console.quiet(verbose=verbose, filter_stderr=process_entry)
     if argv and argv[0] in ("-h", "--help") and len(argv) == 1:
         from cli.run import build_parser  # light: argparse and the spec module only
         print(usage(), end="\n\n")
@@ -48,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(process_entry=True))
