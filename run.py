@@ -28,6 +28,9 @@ COMMANDS = {
     "bench": ("cli.bench", "benchmark the harness against bare Keras and this machine"),
 }
 
+# Commands that never import TensorFlow: no native log to filter (core/console.py).
+NO_TENSORFLOW = {"compare"}
+
 
 def usage() -> str:
     lines = [__doc__.strip(), "", "commands:"]
@@ -44,15 +47,18 @@ def main(argv: list[str] | None = None, *, process_entry: bool = False) -> int:
     end = argv.index("--") if "--" in argv else len(argv)
     verbose = "--verbose" in argv[:end]
     argv = [a for a in argv[:end] if a != "--verbose"] + argv[end:]
+    helping = argv in (["-h"], ["--help"])
+    command = argv[0] if argv and argv[0] in COMMANDS else "run"
     from core import console  # the standard library only; must come before anything imports TensorFlow
 
-    console.quiet(verbose=verbose, filter_stderr=process_entry)
-    if argv and argv[0] in ("-h", "--help") and len(argv) == 1:
+    console.quiet(verbose=verbose, filter_stderr=process_entry and not helping and command not in NO_TENSORFLOW)
+    if helping:
         from cli.run import build_parser  # light: argparse and the spec module only
         print(usage(), end="\n\n")
         build_parser().print_help()
         return 0
-    command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
+    if argv and argv[0] == command:
+        argv.pop(0)
     module = importlib.import_module(COMMANDS[command][0])
     from cli.errors import run_command
     return run_command(lambda: module.main(command, argv))

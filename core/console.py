@@ -10,7 +10,7 @@
   prints version-skew and no-GPU notices at level E(rror). Only the process that `run.py`
   starts gets it (`filter_stderr=True`), never a caller's process that imports `run.main`.
 - Keras's "saving as HDF5 is legacy" warning is dropped by a `logging` filter on that one
-  message: the harness saves `model.h5` on purpose.
+  message, around the harness's own save (`saving_hdf5_on_purpose`): it saves `model.h5` on purpose.
 
 What was quieted goes into every run record as `environment.logging` (`logging_state()`);
 none of it changes a number (`TF_ENABLE_ONEDNN_OPTS`, `CUDA_VISIBLE_DEVICES` and the VLOG
@@ -20,6 +20,7 @@ process's program (`python -I -S core/console.py --relay`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import glob
 import json
@@ -30,7 +31,7 @@ import select
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LEVEL = "1"  # 1 drops INFO; 2 would drop warnings and 3 errors, which may matter
@@ -105,8 +106,7 @@ def quiet(verbose: bool = False, filter_stderr: bool = False) -> dict[str, Any]:
             # The user who chose a level sees what TensorFlow prints at it; otherwise the known lines go.
             if filter_stderr:
                 quieted += _start_stderr_filter(known_lines(has_nvidia_device()))
-        if _filter_hdf5_warning():
-            quieted.append(HDF5_QUIETED)
+        quieted.append(HDF5_QUIETED)  # by saving_hdf5_on_purpose(), at the one save
     level = os.environ.get(LOG_LEVEL_ENV)
     _state = {"verbose": verbose, LOG_LEVEL_ENV: level,
               "level_set_by": "user" if user_level is not None else ("harness" if level is not None else None),
@@ -133,17 +133,23 @@ class _DropHdf5Warning(logging.Filter):
         return not (record.levelno == logging.WARNING and str(record.msg).startswith(HDF5_WARNING))
 
 
-def _filter_hdf5_warning() -> bool:
-    # Keras warns through absl's Python logger (keras/src/saving/saving_api.py). absl must
-    # create that logger itself (it is an ABSLLogger), so absl is imported first; it is small.
+@contextlib.contextmanager
+def saving_hdf5_on_purpose() -> Iterator[None]:
+    """Around the harness's own `model.save("model.h5")`: Keras's legacy-format warning is dropped,
+    when `quiet()` said so (not with --verbose). Other warnings pass.
+    """
+    # Keras warns through absl's Python logger (keras/src/saving/saving_api.py). Only a logger
+    # absl made itself is touched: creating "absl" here would give absl a plain Logger.
+    logger = logging.Logger.manager.loggerDict.get("absl")
+    if HDF5_QUIETED not in logging_state()["quieted"] or not isinstance(logger, logging.Logger):
+        yield
+        return
+    drop = _DropHdf5Warning()
+    logger.addFilter(drop)
     try:
-        from absl import logging as absl_logging
-    except ImportError:
-        return False
-    logger = absl_logging.get_absl_logger()
-    if not any(isinstance(f, _DropHdf5Warning) for f in logger.filters):
-        logger.addFilter(_DropHdf5Warning())
-    return True
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 # --- The stderr filter ---------------------------------------------------------------------
