@@ -43,11 +43,14 @@ def test_the_relay_drops_only_whole_known_lines():
 
 
 def quiet_in_a_fresh_process(env: dict[str, str], verbose: bool = False):
-    """quiet() in a new process (it acts once per process), then absl warnings as Keras gives them."""
+    """quiet() in a new process (it acts once per process), then a known native line, a real one,
+    and absl warnings as Keras gives them."""
     code = "\n".join([
         "import json, os, sys",
         "from core import console",
-        f"state = console.quiet(verbose={verbose})",
+        f"state = console.quiet(verbose={verbose}, filter_stderr=True)",
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')",
+        "os.write(2, b'E0000 00:00:1796145807.259594    6472 some_op.cc:52] a real error\\n')",
         "from absl import logging",
         "with console.saving_hdf5_on_purpose():",
         "    logging.warning(console.HDF5_WARNING + ' or `keras.saving.save_model(model)`. This file format is legacy.')",
@@ -59,20 +62,24 @@ def quiet_in_a_fresh_process(env: dict[str, str], verbose: bool = False):
     return (*json.loads(p.stdout), p.stderr)
 
 
-def test_quiet_sets_info_off_and_drops_only_the_hdf5_warning():
+def test_quiet_sets_info_off_and_drops_only_known_lines_and_the_hdf5_warning():
     state, level, recorded, err = quiet_in_a_fresh_process(USER_ENV)
     assert level == "1" and state == recorded
+    relayed = [k.name for k in console.known_lines(console.has_nvidia_device())]
     assert state == {"verbose": False, "TF_CPP_MIN_LOG_LEVEL": "1", "level_set_by": "harness",
-                     "quieted": ["tensorflow-info (TF_CPP_MIN_LOG_LEVEL=1)", "keras-hdf5-legacy-warning"]}
+                     "quieted": ["tensorflow-info (TF_CPP_MIN_LOG_LEVEL=1)", *relayed, "keras-hdf5-legacy-warning"]}
+    assert "absl::InitializeLog" not in err and "a real error" in err
     assert "a real warning" in err and err.count("HDF5") == 1 and "(not the harness saving: shown)" in err
 
 
 def test_the_users_own_level_and_verbose_are_honoured():
     state, level, _, err = quiet_in_a_fresh_process({**USER_ENV, "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert level == "0" and state["level_set_by"] == "user" and state["quieted"] == ["keras-hdf5-legacy-warning"]
+    assert "absl::InitializeLog" in err and "a real error" in err  # the user's level: no line filtered
     state, level, _, err = quiet_in_a_fresh_process(USER_ENV, verbose=True)
     assert level is None and state == {"verbose": True, "TF_CPP_MIN_LOG_LEVEL": None, "level_set_by": None,
                                        "quieted": []}
+    assert "absl::InitializeLog" in err and "a real error" in err
     assert err.count("HDF5 file via") == 2 and "a real warning" in err
 
 
