@@ -202,7 +202,7 @@ def relay(source: int, sink: int, patterns: Sequence[str], hold_seconds: float =
     dropped line; anything else is written at once, so progress bars and prompts flow.
     """
     known = [re.compile(p.encode()) for p in patterns]
-    could_be_known = re.compile(rb"W|[IWEF]\d")  # how every known line starts
+    could_be_known = re.compile(rb"W|[IEF](\d|$)")  # a prefix of how every known line starts
     pending, passing = b"", False  # passing: inside a line already let through
 
     def out(data: bytes) -> None:
