@@ -139,3 +139,22 @@ def test_verbose_shows_the_native_log_and_quiet_changes_no_number(runs):
     assert run["environment"]["logging"] == {"verbose": True, "TF_CPP_MIN_LOG_LEVEL": None,
                                              "level_set_by": None, "quieted": []}
     assert run["weights_sha256"] == runs["quiet"][2]["weights_sha256"]
+
+
+def test_the_summary_names_the_last_run_of_the_same_spec(tmp_path):
+    spec_hash = "60151ff0" + "0" * 56
+    names = ["20261201T100000Z-local-60151ff0-aaaa", "20261201T110000Z-kaggle-60151ff0-bbbb",
+             "20261201T120000Z-local-12345678-cccc", ".partial-20261201T130000Z-local-60151ff0-dddd",
+             "20261201T140000Z-local-60151ff0-eeee"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text("{}")
+    mine = tmp_path / names[-1]
+    assert console.earlier_run(mine, spec_hash) == tmp_path / names[1]
+    assert console.earlier_run(tmp_path / names[2], "12345678" + "0" * 56) is None
+    run = {"status": "completed", "metrics": {"test_accuracy": 0.99234, "test_loss": 0.0251},
+           "timings": {"epoch_seconds": [40.0, 50.0], "mean_epoch_seconds": 45.0, "total_seconds": 101.2},
+           "weights_sha256": "ab" * 32}
+    assert console.run_summary(run, mine, [("python run.py repeat --seeds 3", "the noise band")]).splitlines() == [
+        "[run] completed: test accuracy 0.9923, test loss 0.0251; 2 epochs, 45.0 s per epoch, 101 s in all",
+        f"weights sha256: {'ab' * 32}", f"run record: {mine}", "next: python run.py repeat --seeds 3   (the noise band)"]
