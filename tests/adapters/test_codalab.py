@@ -305,6 +305,18 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
 
 
+def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
+    """The worker's stderr is what a CodaLab user reads: run.py quiets it there as on a laptop (issue #20)."""
+    assert worker.rc == 0, stderr_tail(worker.work)
+    stderr, stdout = (worker.work / "stderr").read_text(), (worker.work / "stdout").read_text()
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in stderr, noise
+    assert "[run] completed: test accuracy " in stdout and "run record: runs/" in stdout
+    [record] = (worker.work / "runs").iterdir()
+    assert json.loads((record / "run.json").read_text())["environment"]["logging"]["level_set_by"] == "harness"
+
+
 def test_worker_writes_nothing_into_the_dependencies(worker):
     assert worker.rc == 0, stderr_tail(worker.work)
     for key in worker.deps:
