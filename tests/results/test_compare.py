@@ -240,3 +240,26 @@ def test_a_tensorflow_cpu_install_still_names_its_tensorflow_version(tmp_path, s
         ("packages.tensorflow", "2.21.0", "2.18.0", "numerics")]
     assert pair.verdict == "same predictions" and a.name in pair.a.run_id
     assert group.runs[1].fields["versions"]["tensorflow"] == "2.18.0"
+
+
+def test_a_harness_commit_counts_only_when_the_computing_code_changed(tmp_path, small_spec, y_test):
+    import json
+
+    def harness(record, **changes):
+        run = json.loads((record / "run.json").read_text())
+        run["environment"]["harness"].update(changes)
+        (record / "run.json").write_text(json.dumps(run))
+
+    write_record(tmp_path, spec=small_spec, labels=y_test, when=at(0))
+    b = write_record(tmp_path, spec=small_spec, labels=y_test, when=at(1), weights="b")
+    harness(b, commit="1" * 40, dirty=True)  # a README edit: new commit, same computing code
+    _, pair = only_pair(tmp_path)
+    assert {d.what: d.cause for d in pair.differences} == {"harness.commit": "inert", "harness.dirty": "inert"}
+    assert pair.verdict == "nondeterministic"  # other weights, and nothing that computes differs
+    harness(b, code_sha256="2" * 64)  # core/experiment.py changed
+    _, pair = only_pair(tmp_path)
+    assert [d.what for d in pair.by_cause("experiment")] == ["harness.code_sha256"]
+    assert pair.verdict == "same predictions"
+    harness(b, code_sha256=None)  # an old record without a digest: the commit is all there is
+    _, pair = only_pair(tmp_path)
+    assert {d.what for d in pair.by_cause("experiment")} == {"harness.code_sha256", "harness.commit", "harness.dirty"}
