@@ -19,6 +19,7 @@ PLATFORMS = {
     "openml": "adapters.openml",
     "kaggle": "adapters.kaggle",
     "codalab": "adapters.codalab",
+    "beat": "adapters.beat",
 }
 
 # A platform that announces itself through the environment is the default there.

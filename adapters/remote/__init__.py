@@ -1,0 +1,1 @@
+"""What leaves or returns to the machine: per-platform bundle, run and pull functions."""

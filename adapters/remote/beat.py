@@ -1,0 +1,426 @@
+"""BEAT: write the prefix, run BEAT's local executor on it, turn what it wrote into a run record.
+
+    run.py bundle beat --out DIR [spec options]   DIR/prefix, DIR/data/mnist.npz, DIR/harness, beat-bundle.json
+    run.py --platform beat [spec options]         the same bundle in <runs-dir>/.beat-<run_id>/, run, adopt
+
+A bundle folder:
+
+    beat-bundle.json   what was bundled (spec, run id, experiment name, data digests) and the command
+    prefix/            dataformats, protocoltemplates, databases, algorithms, toolchains, experiments
+    data/mnist.npz     the verified MNIST rows the spec uses (the database's root_folder)
+    harness/           core/ and the BEAT adapter, which BEAT's blocks import
+    cache/             BEAT's cache, written by the run
+    record/<run_id>/   the run record, published by the test block
+
+Paths in the prefix are absolute (the database's root folder, the block parameters), as
+BEAT wants them: a bundle runs where it was written.
+
+Rules of BEAT relied on, from its sources (beat.core 1.13.5, beat.cmdline 1.10.3):
+- `beat experiments run --environment PY` runs each block with the `execute` and
+  `databases_provider` scripts next to PY (beat/core/execution/subprocess.py); `--local`
+  runs them in-process and hangs when a database view raises (issue #18), so it is not used.
+- The executor has no time limit of its own (cmdline/experiments.py calls `process()` with
+  none), so the whole `beat` process group is killed after `--beat-timeout`.
+- A block that fails makes `beat` log "Block did not execute properly" with the block's
+  "Captured user error" (its traceback) and exit 1 (cmdline/experiments.py run_experiment).
+- A block whose outputs are in the cache is skipped (same file); each run has its own cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from core.data import SHAPES, Mnist, array_sha256, file_sha256
+from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state, harness_stamp
+from core.errors import HarnessError, UsageError
+from core.record import (PARTIAL_PREFIX, RUN_JSON, SCHEMA_VERSION, new_run_id, read_run_json, update_run_json,
+                         utc_now, write_json)
+from core.spec import ExperimentSpec
+
+TEMPLATES = HARNESS_ROOT / "platforms" / "beat"
+BEAT_VENV = HARNESS_ROOT / ".venv-beat"
+BEAT_STAMP = BEAT_VENV / ".installed"  # written by `make beat-env` when the install finished
+BUNDLE_INFO = "beat-bundle.json"
+BUNDLE_VERSION = 1
+USER = "harness"  # the BEAT user owning the algorithms, data formats and toolchain
+TOOLCHAIN = f"{USER}/mnist/1"
+DATABASE_FILE = "mnist.npz"
+LOG = "beat.log"
+RESULTS_TIMEOUT_S = 600
+# The harness code the blocks import: the experiment (core) and this platform's block code.
+HARNESS_PARTS = ("core", "adapters/__init__.py", "adapters/base.py", "adapters/beat.py")
+NAME_PART = re.compile(r"[^a-zA-Z0-9_-]+")  # BEAT names: ^[a-zA-Z0-9_-]+ (beat/core/schema/common/1.json)
+
+
+class BeatError(HarnessError):
+    """BEAT could not be set up or run; nothing was trained (or the failed record says what was)."""
+
+    exit_code = 4
+
+
+# --- The BEAT environment -----------------------------------------------------------------------
+
+def resolve_python(requested: str | None, log: Callable[[str], None] = print) -> Path:
+    """The interpreter BEAT's blocks run in: --beat-python, else .venv-beat (built on first use)."""
+    if requested:
+        python = Path(requested)
+        missing = [p for p in (python, python.parent / "beat", python.parent / "execute",
+                               python.parent / "databases_provider") if not p.is_file()]
+        if missing:
+            raise UsageError(f"--beat-python {requested}: {missing[0]} does not exist; it must be the python of a "
+                             "venv with platforms/beat/requirements.txt installed (make beat-env builds one)")
+        return python
+    if not BEAT_STAMP.is_file():
+        build_log = HARNESS_ROOT / ".venv-beat.log"
+        log(f"[beat] building the BEAT environment {BEAT_VENV.name}/ (once, a few minutes): make beat-env "
+            f"(log: {build_log.name})")
+        with open(build_log, "w") as f:
+            rc = subprocess.run(["make", "-C", str(HARNESS_ROOT), "beat-env"], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL).returncode
+        if rc != 0 or not BEAT_STAMP.is_file():
+            raise BeatError(f"`make beat-env` failed (exit {rc}): {_last_line(build_log.read_text(errors='replace'))}"
+                            f" — see {build_log}")
+    return BEAT_VENV / "bin" / "python"
+
+
+# --- The bundle -----------------------------------------------------------------------------------
+
+def experiment_name(spec: ExperimentSpec) -> str:
+    """`harness/harness/mnist/1/<spec>_<hash8>`: USER/TOOLCHAIN_USER/TOOLCHAIN/VERSION/NAME."""
+    return f"{USER}/{TOOLCHAIN}/{NAME_PART.sub('_', spec.name).strip('_') or 'spec'}_{spec.short_hash}"
+
+
+def write_mnist_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """The arrays in Keras's mnist.npz layout, stored, with fixed zip times: the same bytes every time."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in SHAPES:
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+
+
+def copy_harness(dest: Path, root: Path = HARNESS_ROOT) -> int:
+    """The code BEAT's blocks import (HARNESS_PARTS: Python and the preset specs), and the commit stamp."""
+    n = 0
+    for part in HARNESS_PARTS:
+        src = root / part
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()
+                                                   and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+        for f in files:
+            if f.is_symlink():
+                continue  # nothing from outside the checkout travels
+            target = dest / f.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+            n += 1
+    (dest / HARNESS_STAMP).write_text(harness_stamp(git_state(root)))  # no git in the copy
+    return n
+
+
+def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, deterministic: bool = True) -> dict:
+    """Write a complete BEAT prefix and its data into the empty folder `out`; returns beat-bundle.json."""
+    from core.experiment import split_sizes
+
+    out = out.resolve()
+    data = mnist.limited(spec.data.train_limit, spec.data.test_limit)
+    n_train, n_val = split_sizes(len(data.x_train), spec.split)
+    if n_val == 0 or n_train == 0:
+        raise UsageError(f"split {spec.split} of {len(data.x_train)} images leaves {n_train} to train and {n_val} "
+                         "to validate; the BEAT toolchain needs both sets (a BEAT set cannot be empty)")
+    digests = {k: (data.digests or {}).get(k) or array_sha256(v) for k, v in data.arrays().items()}
+    name = experiment_name(spec)
+
+    prefix = out / "prefix"
+    shutil.copytree(TEMPLATES / "prefix", prefix, ignore=shutil.ignore_patterns("*.template.json", "__pycache__"))
+    (out / "data").mkdir()
+    write_mnist_npz(data.arrays(), out / "data" / DATABASE_FILE)
+    data_sha = file_sha256(out / "data" / DATABASE_FILE)
+
+    database = json.loads((TEMPLATES / "prefix" / "databases" / "mnist" / "1.template.json").read_text())
+    database["root_folder"] = str(out / "data")
+    rows = {"train": ("train", 0, n_train), "validation": ("train", n_train, n_train + n_val),
+            "test": ("test", 0, len(data.x_test))}
+    for set_name, view in database["protocols"][0]["views"].items():
+        member, start, stop = rows[set_name]
+        view["parameters"] = {"member": member, "start": start, "stop": stop, "file": DATABASE_FILE, "sha256": data_sha}
+    (prefix / "databases" / "mnist" / "1.json").write_text(json.dumps(database, indent=2) + "\n")
+
+    harness_dir = out / "harness"
+    n_files = copy_harness(harness_dir)
+    run = {"run_id": run_id, "experiment": name, "spec": spec.to_dict(), "spec_hash": spec.hash,
+           "deterministic": deterministic, "record_dir": str(out / "record"),
+           "data": {"source": data.source, "verified_by": data.verified_by}, "data_digest": data.digest(),
+           "digests": digests}
+    parameters = {"harness": str(harness_dir), "run": json.dumps(run, sort_keys=True)}
+    experiment = json.loads((TEMPLATES / "experiment.template.json").read_text())
+    experiment["description"] = f"{spec.name} (spec {spec.short_hash}), mnist-repro harness run {run_id}"
+    for block in experiment["blocks"].values():
+        block["parameters"] = parameters
+    exp_path = prefix / "experiments" / f"{name}.json"
+    exp_path.parent.mkdir(parents=True, exist_ok=True)
+    exp_path.write_text(json.dumps(experiment, indent=2) + "\n")
+
+    info = {"bundle_version": BUNDLE_VERSION, "built_at": utc_now(), "harness": git_state(),
+            "spec": {"name": spec.name, "hash": spec.hash}, "run_id": run_id, "experiment": name,
+            "prefix": "prefix", "cache": "cache", "record_dir": "record",
+            "data": {"file": f"data/{DATABASE_FILE}", "sha256": data_sha, "data_digest": data.digest(),
+                     "n_train": n_train, "n_validation": n_val, "n_test": len(data.x_test)},
+            "harness_files": n_files, "deterministic": deterministic}
+    write_json(out / BUNDLE_INFO, info)
+    return info
+
+
+def beat_command(out: Path, info: dict[str, Any], python: Path) -> list[str]:
+    """`beat --prefix P --cache C experiments run --environment PY NAME`, with BEAT's log messages (-vv)."""
+    out = out.resolve()
+    return [str(python.parent / "beat"), "-vv", "--prefix", str(out / info["prefix"]), "--cache",
+            str(out / info["cache"]), "experiments", "run", "--environment", str(python), info["experiment"]]
+
+
+def bundle_parser() -> argparse.ArgumentParser:
+    from cli.options import add_spec_options  # until the Layout (#13) gives cli/ the parsing
+
+    parser = argparse.ArgumentParser(
+        prog="run.py bundle beat",
+        description="Write a BEAT prefix for the spec (data formats, database over the verified MNIST, "
+                    "algorithms running the harness, toolchain, experiment) and the command that runs it.")
+    parser.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
+    parser.add_argument("--no-determinism", dest="deterministic", action="store_false",
+                        help="turn TensorFlow op determinism off in the blocks (recorded)")
+    add_spec_options(parser)
+    return parser
+
+
+def cli_bundle(argv: list[str]) -> int:
+    from adapters.base import default_data
+    from cli.options import spec_from_args
+
+    args = bundle_parser().parse_args(argv)
+    spec = spec_from_args(args)
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not an empty folder; choose another or remove it")
+    mnist = default_data(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        info = write_bundle(out, spec, mnist, run_id=new_run_id("beat", spec.hash), deterministic=args.deterministic)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written prefix under the name asked for
+        raise
+    python = BEAT_VENV / "bin" / "python"
+    print(f"BEAT prefix: {out / 'prefix'}  (experiment {info['experiment']}, {info['data']['n_train']} train / "
+          f"{info['data']['n_validation']} validation / {info['data']['n_test']} test images)\n"
+          f"run it (make beat-env first): {' '.join(beat_command(out, info, python))}\n"
+          f"the record appears in {out.resolve() / 'record'}; compare: python run.py compare {out}")
+    return 0
+
+
+# --- Running BEAT ----------------------------------------------------------------------------------
+
+def run_executor(cmd: list[str], log_path: Path, timeout_s: float) -> tuple[int | None, float]:
+    """Run `beat` in its own process group, output to `log_path`; (exit code or None on timeout, seconds).
+
+    BEAT's executor starts `execute` and `databases_provider` children; on a timeout or
+    Ctrl-C the whole group is stopped, so nothing is left running.
+    """
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            return None, time.perf_counter() - started
+        except BaseException:
+            _stop_group(proc)
+            raise
+    return rc, time.perf_counter() - started
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # children may outlive the leader for a moment; the next signal reaches them too
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:400] if lines else "(no output)"
+
+
+def beat_error_line(log_text: str) -> str:
+    """The line that says why BEAT failed: the end of the block's captured user error, else of its log."""
+    for section in ("Captured user error:", "Captured system error:", "Standard error:"):
+        if section in log_text:
+            body = log_text.split(section, 1)[1]
+            body = re.split(r"Captured (user|system) error:|Environment:", body)[0]
+            if body.strip():
+                return _last_line(body)
+    errors = [line for line in log_text.splitlines() if re.search(r"error|Error|failed|Failed", line)]
+    return _last_line(errors[-1]) if errors else _last_line(log_text)
+
+
+def read_beat_results(python: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """The analyzer's results from BEAT's cache, read in the BEAT venv (adapters/beat.py read_results)."""
+    out = out.resolve()
+    proc = subprocess.run([str(python), "-m", "adapters.beat", "results", str(out / info["prefix"]),
+                           str(out / info["cache"]), info["experiment"]], cwd=out / "harness",
+                          capture_output=True, text=True, timeout=RESULTS_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise BeatError(f"reading BEAT's results failed: {_last_line(proc.stderr or proc.stdout)}")
+    return json.loads(proc.stdout)
+
+
+def check_results(record: Path, beat: dict[str, Any]) -> dict[str, bool]:
+    """Does BEAT's analyzer agree with the record the test block wrote? One flag per quantity."""
+    run = read_run_json(record)
+    results = beat["results"]
+    exact = json.loads(results["metrics_json"])
+    confusion = [[int(v) for v in row[1:]] for row in
+                 (line.split(",") for line in (record / "confusion_matrix.csv").read_text().splitlines()[1:])]
+    return {"test_accuracy": exact["test_accuracy"] == run["metrics"]["test_accuracy"],
+            "test_loss": exact["test_loss"] == run["metrics"]["test_loss"],
+            "confusion_matrix": json.loads(results["confusion_matrix"]) == confusion,
+            "predictions_sha256": results["predictions_sha256"] == run["predictions_sha256"]}
+
+
+def run_spec(spec: ExperimentSpec, mnist: Mnist, runs_dir: Path, *, deterministic: bool = True,
+             beat_python: str | None = None, timeout_s: float = 4 * 3600, keep: bool = False,
+             log: Callable[[str], None] = print) -> Path:
+    """`--platform beat`: bundle into <runs_dir>/.beat-<run_id>, run BEAT, publish the record; returns it."""
+    if timeout_s <= 0:
+        raise UsageError(f"--beat-timeout must be positive, got {timeout_s}")
+    python = resolve_python(beat_python, log)
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id("beat", spec.hash)
+    work = runs_dir / f".beat-{run_id}"  # hidden: `compare runs/` does not read it
+    work.mkdir()
+    started_at = utc_now()
+    info = write_bundle(work, spec, mnist, run_id=run_id, deterministic=deterministic)
+    cmd = beat_command(work, info, python)
+    log(f"[beat] {run_id}: experiment {info['experiment']} ({info['data']['n_train']} train / "
+        f"{info['data']['n_validation']} validation / {info['data']['n_test']} test images), "
+        f"BEAT's executor with {python}")
+    try:
+        rc, seconds = run_executor(cmd, work / LOG, timeout_s)
+    except KeyboardInterrupt:
+        _publish_unfinished(work, info, spec, runs_dir, "interrupted", "KeyboardInterrupt: BEAT was stopped",
+                            started_at, log)
+        raise
+    log_text = (work / LOG).read_text(errors="replace")
+    final = work / info["record_dir"] / run_id
+    links: dict[str, Any] = {"experiment": info["experiment"], "executor_exit": rc,
+                             "wall_seconds": round(seconds, 3), "command": cmd[1:]}
+
+    if final.is_dir() and (final / RUN_JSON).is_file():  # the test block published a complete record
+        if rc == 0:
+            try:
+                beat = read_beat_results(python, work, info)
+                links["results"] = beat["results"]
+                links["agrees_with_record"] = check_results(final, beat)
+                if not all(links["agrees_with_record"].values()):
+                    log(f"[beat] BEAT's analyzer disagrees with the record on "
+                        f"{', '.join(k for k, ok in links['agrees_with_record'].items() if not ok)}")
+            except (BeatError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                links["results_error"] = str(e)
+        else:
+            links["results_error"] = (f"BEAT stopped after the record was complete: "
+                                      f"{'timed out' if rc is None else beat_error_line(log_text)}")
+        if "results_error" in links:
+            log(f"[beat] {links['results_error']} — the run record is complete")
+        record = _adopt(final, work, runs_dir, links)
+        _clean(work, keep, log)
+        log(f"[run] record completed: {record}")
+        return record
+
+    why = f"BEAT timed out after {timeout_s:g} s" if rc is None else f"BEAT failed: {beat_error_line(log_text)}"
+    record = _publish_unfinished(work, info, spec, runs_dir, "failed", why, started_at, log, links)
+    raise BeatError(f"{why} — the failed record is {record}; BEAT's prefix, cache and log: {work}")
+
+
+def _adopt(record: Path, work: Path, runs_dir: Path, links: dict[str, Any]) -> Path:
+    """Move a record out of the bundle into runs_dir, with BEAT's log and experiment declaration."""
+    (record / "beat").mkdir(exist_ok=True)
+    shutil.copy2(work / LOG, record / "beat" / LOG)
+    info = json.loads((work / BUNDLE_INFO).read_text())
+    shutil.copy2(work / info["prefix"] / "experiments" / f"{info['experiment']}.json", record / "beat" / "experiment.json")
+    shutil.copy2(work / BUNDLE_INFO, record / "beat" / BUNDLE_INFO)
+    update_run_json(record, {"links": {"beat": links}})
+    dest = runs_dir / record.name
+    os.replace(record, dest)
+    return dest
+
+
+def _publish_unfinished(work: Path, info: dict[str, Any], spec: ExperimentSpec, runs_dir: Path, status: str,
+                        error: str, started_at: str, log: Callable[[str], None],
+                        links: dict[str, Any] | None = None) -> Path:
+    """A `failed`/`interrupted` record from what BEAT's blocks left: the trained model when training finished."""
+    from adapters.beat import BEAT_DIR, TRAIN_ERROR, TRAIN_JSON
+
+    run_id = info["run_id"]
+    partial = work / info["record_dir"] / f"{PARTIAL_PREFIX}{run_id}"
+    partial.mkdir(parents=True, exist_ok=True)
+    trained_path = partial / BEAT_DIR / TRAIN_JSON
+    trained = json.loads(trained_path.read_text()) if trained_path.is_file() else {}
+    traceback_path = partial / BEAT_DIR / TRAIN_ERROR
+    history = trained.get("history", {})
+    epoch_seconds = trained.get("epoch_seconds", [])
+    if trained:
+        error += " (training had finished: model.h5 and history.csv are in this record)"
+    run = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "platform": "beat", "status": status,
+        "started_at": trained.get("started_at", started_at), "finished_at": utc_now(), "spec": spec.to_dict(),
+        "spec_hash": spec.hash, "data_digest": info["data"]["data_digest"],
+        "data": {"n_train": info["data"]["n_train"] + info["data"]["n_validation"], "n_test": info["data"]["n_test"]},
+        "seed": spec.seed, "determinism": trained.get("determinism", {}),
+        "environment": trained.get("environment", {}),
+        "timings": {"epoch_seconds": epoch_seconds, "total_seconds": trained.get("train_seconds"),
+                    "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None},
+        "metrics": {f"final_{k}": v[-1] for k, v in history.items() if v},
+        "weights_sha256": trained.get("weights_sha256"), "predictions_sha256": None,
+        "error": error, "history": history or None,
+        "links": {"beat": {"experiment": info["experiment"], **(links or {})}},
+    }
+    if traceback_path.is_file():
+        run["traceback"] = traceback_path.read_text(errors="replace")[-20000:]
+    for stray in ("predictions.npy", "confusion_matrix.csv"):  # a test block stopped half-way
+        (partial / stray).unlink(missing_ok=True)
+    (partial / BEAT_DIR).mkdir(exist_ok=True)
+    if (work / LOG).is_file():
+        shutil.copy2(work / LOG, partial / BEAT_DIR / LOG)
+    write_json(partial / RUN_JSON, run)
+    dest = runs_dir / run_id
+    os.replace(partial, dest)
+    log(f"[run] record {status}: {dest}")
+    return dest
+
+
+def _clean(work: Path, keep: bool, log: Callable[[str], None]) -> None:
+    if keep:
+        log(f"[beat] BEAT's prefix, cache and data kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
