@@ -17,7 +17,7 @@ COMMANDS = {
     "repeat": ("cli.run", "run the same spec with N seeds, to measure the noise band"),
     "compare": ("cli.compare", "compare run records side by side, with reproducibility verdicts"),
     "data": ("cli.data", "fetch, verify or export MNIST"),
-    "bundle": ("cli.remote", "write a platform bundle (kaggle, codalab)"),
+    "bundle": ("cli.remote", "write a platform bundle (kaggle, codalab, beat)"),
     "push": ("cli.remote", "upload a bundle, archive or saved run to its platform"),
     "status": ("cli.remote", "status of a remote run"),
     "pull": ("cli.remote", "download a remote run into runs/ as a run record"),

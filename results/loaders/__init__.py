@@ -27,6 +27,7 @@ LOADERS = [
     "results.loaders.codalab:CodaLabBundleLoader",
     "results.loaders.comet:CometArchiveLoader",
     "results.loaders.openml:OpenMLRunLoader",
+    "results.loaders.beat:BeatBundleLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 
