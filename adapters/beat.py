@@ -14,8 +14,9 @@ failure later in BEAT never loses the trained model; the test block evaluates
 (core.experiment.evaluate) and publishes the complete record. BEAT's analyzer reports its
 own accuracy, loss and confusion matrix, which the harness checks against the record.
 
-This module imports only the standard library at the top: the BEAT venv has no pandas,
-comet_ml, ..., and `--platform beat --help` must not import TensorFlow.
+At the top this module imports only what both venvs have (the standard library, core's
+numpy-only modules, adapters.base); TensorFlow, Keras and BEAT are imported inside the
+functions that need them, so `--platform beat --help` imports neither.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from core.data import Mnist
 from core.spec import ExperimentSpec
 
 TRAIN_JSON = "train.json"  # in <record>/beat/: what the training block knew when it finished
-TRAIN_ERROR = "train-error.txt"
+TRAIN_ERROR, PREDICT_ERROR = "train-error.txt", "predict-error.txt"  # a failed block's traceback
+ERROR_FILES = (TRAIN_ERROR, PREDICT_ERROR)
 BEAT_DIR = "beat"  # the record's folder for BEAT's files (experiment declaration, executor log)
 DEFAULT_TIMEOUT_S = 4 * 3600
 
@@ -212,6 +214,19 @@ def train_block(parameters: dict[str, Any], data_loaders, outputs) -> bool:
 
 def predict_block(parameters: dict[str, Any], data_loaders, outputs) -> bool:
     """BEAT's test block: evaluate the model BEAT passed on, write the probabilities, publish the record."""
+    import traceback
+
+    run, _ = _run_parameters(parameters)
+    partial, _ = _record_folders(run)
+    try:
+        return _predict(parameters, data_loaders, outputs)
+    except BaseException:
+        if partial.is_dir():
+            (partial / BEAT_DIR / PREDICT_ERROR).write_text(traceback.format_exc(limit=20))
+        raise
+
+
+def _predict(parameters: dict[str, Any], data_loaders, outputs) -> bool:
     import numpy as np
 
     from core import backend

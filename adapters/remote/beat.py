@@ -28,6 +28,7 @@ Rules of BEAT relied on, from its sources (beat.core 1.13.5, beat.cmdline 1.10.3
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -272,16 +273,40 @@ def _last_line(text: str) -> str:
     return lines[-1][:400] if lines else "(no output)"
 
 
-def beat_error_line(log_text: str) -> str:
-    """The line that says why BEAT failed: the end of the block's captured user error, else of its log."""
-    for section in ("Captured user error:", "Captured system error:", "Standard error:"):
-        if section in log_text:
-            body = log_text.split(section, 1)[1]
-            body = re.split(r"Captured (user|system) error:|Environment:", body)[0]
-            if body.strip():
-                return _last_line(body)
+# An exception's name starts with a capital: that finds it where BEAT glued it to a source line.
+EXCEPTION = re.compile(r"([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt|Failed)): ([^\n]*)")
+
+
+def beat_error_line(log_text: str, traceback_text: str | None = None) -> str:
+    """The line that says why BEAT failed, naming the block: `block `training`: ValueError: ...`.
+
+    BEAT logs a failed block's "Captured user error" as the repr of its traceback text, on
+    one line, with the exception glued to the last source line (beat/backend/python/
+    execution/messagehandlers.py); the block's own traceback file, when there is one, is
+    read instead.
+    """
+    blocks = re.findall(r"for block `([^']+)'", log_text)
+    where = f"block `{blocks[-1]}`: " if blocks and "did not execute properly" in log_text else ""
+    for text in (traceback_text, _captured(log_text, "Captured user error:"), _captured(log_text, "Captured system error:")):
+        if text and text.strip():
+            found = EXCEPTION.findall(text)
+            return where + (f"{found[-1][0]}: {found[-1][1]}"[:400] if found else _last_line(text))
     errors = [line for line in log_text.splitlines() if re.search(r"error|Error|failed|Failed", line)]
-    return _last_line(errors[-1]) if errors else _last_line(log_text)
+    return where + (_last_line(errors[-1]) if errors else _last_line(log_text))
+
+
+def _captured(log_text: str, section: str) -> str:
+    """One "Captured ... error" section of BEAT's log, unescaped when BEAT logged it as a repr."""
+    if section not in log_text:
+        return ""
+    body = re.split(r"\n  (?:Captured (?:user|system) error:|Environment:)|\nError: ", log_text.split(section, 1)[1])[0]
+    body = body.strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "'\"":
+        try:
+            body = ast.literal_eval(body)
+        except (ValueError, SyntaxError):
+            pass
+    return body if isinstance(body, str) else str(body)
 
 
 def read_beat_results(python: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -358,9 +383,21 @@ def run_spec(spec: ExperimentSpec, mnist: Mnist, runs_dir: Path, *, deterministi
         log(f"[run] record completed: {record}")
         return record
 
-    why = f"BEAT timed out after {timeout_s:g} s" if rc is None else f"BEAT failed: {beat_error_line(log_text)}"
+    why = (f"BEAT timed out after {timeout_s:g} s" if rc is None
+           else f"BEAT failed in {beat_error_line(log_text, _block_traceback(work, info))}")
     record = _publish_unfinished(work, info, spec, runs_dir, "failed", why, started_at, log, links)
     raise BeatError(f"{why} — the failed record is {record}; BEAT's prefix, cache and log: {work}")
+
+
+def _block_traceback(work: Path, info: dict[str, Any]) -> str | None:
+    """The traceback a failed block left in the record folder (adapters/beat.py), if any."""
+    from adapters.beat import BEAT_DIR, ERROR_FILES
+
+    folder = work / info["record_dir"] / f"{PARTIAL_PREFIX}{info['run_id']}" / BEAT_DIR
+    for name in ERROR_FILES:
+        if (folder / name).is_file():
+            return (folder / name).read_text(errors="replace")
+    return None
 
 
 def _adopt(record: Path, work: Path, runs_dir: Path, links: dict[str, Any]) -> Path:
@@ -373,6 +410,8 @@ def _adopt(record: Path, work: Path, runs_dir: Path, links: dict[str, Any]) -> P
     update_run_json(record, {"links": {"beat": links}})
     dest = runs_dir / record.name
     os.replace(record, dest)
+    # A kept bundle says where its record went (results/loaders/beat.py reports it).
+    write_json(work / BUNDLE_INFO, {**info, "adopted_to": str(dest.resolve())})
     return dest
 
 
@@ -380,14 +419,14 @@ def _publish_unfinished(work: Path, info: dict[str, Any], spec: ExperimentSpec, 
                         error: str, started_at: str, log: Callable[[str], None],
                         links: dict[str, Any] | None = None) -> Path:
     """A `failed`/`interrupted` record from what BEAT's blocks left: the trained model when training finished."""
-    from adapters.beat import BEAT_DIR, TRAIN_ERROR, TRAIN_JSON
+    from adapters.beat import BEAT_DIR, TRAIN_JSON
 
     run_id = info["run_id"]
     partial = work / info["record_dir"] / f"{PARTIAL_PREFIX}{run_id}"
     partial.mkdir(parents=True, exist_ok=True)
     trained_path = partial / BEAT_DIR / TRAIN_JSON
     trained = json.loads(trained_path.read_text()) if trained_path.is_file() else {}
-    traceback_path = partial / BEAT_DIR / TRAIN_ERROR
+    block_traceback = _block_traceback(work, info)
     history = trained.get("history", {})
     epoch_seconds = trained.get("epoch_seconds", [])
     if trained:
@@ -407,8 +446,8 @@ def _publish_unfinished(work: Path, info: dict[str, Any], spec: ExperimentSpec, 
         "error": error, "history": history or None,
         "links": {"beat": {"experiment": info["experiment"], **(links or {})}},
     }
-    if traceback_path.is_file():
-        run["traceback"] = traceback_path.read_text(errors="replace")[-20000:]
+    if block_traceback:
+        run["traceback"] = block_traceback[-20000:]
     for stray in ("predictions.npy", "confusion_matrix.csv"):  # a test block stopped half-way
         (partial / stray).unlink(missing_ok=True)
     (partial / BEAT_DIR).mkdir(exist_ok=True)

@@ -41,9 +41,13 @@ class BeatBundleLoader(Loader):
                        if not p.parent.name.startswith(".") and not p.parent.is_symlink()) if records.is_dir() else []
         if not found:
             unfinished = records.is_dir() and any(p.name.startswith(PARTIAL_PREFIX) for p in records.iterdir())
-            raise LoaderError("BEAT bundle without a run record: " + (
-                "an unfinished .partial- record (BEAT stopped, or is still running; see its log)" if unfinished
-                else "BEAT has not run it yet (the command is in beat-bundle.json's folder: run.py bundle beat prints it)"))
+            if isinstance(info.get("adopted_to"), str):
+                why = f"its record was moved to {info['adopted_to']} by `run.py --platform beat`"
+            elif unfinished:
+                why = "an unfinished .partial- record (BEAT stopped, or is still running; see its log)"
+            else:
+                why = "BEAT has not run it yet (`run.py bundle beat` printed the command)"
+            raise LoaderError(f"BEAT bundle without a run record: {why}")
         runs = []
         for run_json in found:
             for run in RunRecordLoader().load(run_json.parent):

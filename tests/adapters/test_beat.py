@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -114,6 +115,20 @@ def test_record_completes_and_validates(runs):
     assert [p.name for p in runs.runs_dir.iterdir()] == [runs.beat.name]
 
 
+def test_compare_reads_the_record_inside_a_bundle(runs, tmp_path):
+    """A bundle BEAT ran holds its record in record/<run_id>/; compare finds it there, named as BEAT's."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(runs.beat / "beat", bundle)  # beat-bundle.json and friends, as the bundle had them
+    shutil.copytree(runs.beat, bundle / "record" / runs.beat.name)
+    (bundle / "record" / ".partial-20261201T000000Z-beat-00000000-0000").mkdir()  # an older, killed run
+    found, skipped = discover([bundle])
+    assert [(r.loader, r.run["run_id"]) for r in found] == [("beat", runs.beat.name)] and not skipped
+    info = json.loads((bundle / remote.BUNDLE_INFO).read_text())
+    (bundle / remote.BUNDLE_INFO).write_text(json.dumps({**info, "record_dir": "../elsewhere"}))
+    found, skipped = discover([bundle])
+    assert not found and "points outside the bundle" in skipped[0].reason
+
+
 def test_same_weights_as_the_local_run(runs):
     beat, local = read_run_json(runs.beat), read_run_json(runs.local)
     assert beat["spec_hash"] == local["spec_hash"] and beat["data_digest"] == local["data_digest"]
@@ -147,6 +162,19 @@ def test_a_timeout_ends_with_one_line_and_a_failed_record(beat_env, mnist, tmp_p
     (work,) = [p for p in tmp_path.iterdir() if p.name.startswith(".beat-")]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(work) not in ps
+
+
+def test_a_block_error_is_one_line_and_a_failed_record(beat_env, mnist, tmp_path):
+    # A spec the validator accepts but Keras cannot build: the training block fails inside BEAT.
+    proc = cli("--platform", "beat", *TINY, "--set", "layers.0.kernel_size=29", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: BEAT failed in block `training`: ValueError: Computed output size"), proc.stderr
+    (record,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    run = read_run_json(record)
+    validate_run(run, str(record))
+    assert run["status"] == "failed" and run["weights_sha256"] is None and "ValueError" in run["traceback"]
+    assert (record / "beat" / "beat.log").is_file()
 
 
 def test_a_missing_beat_interpreter_is_one_line_and_exit_2(tmp_path):
@@ -184,10 +212,17 @@ def test_a_failure_after_training_keeps_the_trained_model(tmp_path):
     assert (record / "beat" / "beat.log").is_file()
 
 
-def test_beat_error_line_is_the_end_of_the_captured_user_error():
-    log = ("Running `harness/mnist_train/1' for block `training'\nBlock did not execute properly - outputs were reset\n"
-           "  Standard output:\n    \n  Standard error:\n    WARNING: Removing cache files: No data written\n"
-           "  Captured user error:\n    'File \"harness/mnist_train/1.py\", line 16, in process\\n    x'\n"
-           "    BlockError: BEAT served x_train with SHA-256 0123…\n  Captured system error:\n    \n"
-           "Error: Error occured: returned value is 1\n")
-    assert remote.beat_error_line(log) == "BlockError: BEAT served x_train with SHA-256 0123…"
+def test_beat_error_line_names_the_block_and_the_exception():
+    # The shape of BEAT 1.13.5's log for a failing block (from a real run, paths shortened):
+    # the captured user error is the repr of the traceback, the exception glued to the source line.
+    log = ("Running `harness/mnist_train/1' for block `training'\nStart the execution of 'harness/mnist_train/1'\n"
+           "Block did not execute properly - outputs were reset\n  Standard output:\n    \n  Standard error:\n"
+           "    [01/Dec/2026 17:41:18 - execute.py - beat.backend.python.data] WARNING: Removing cache files\n"
+           "  Captured user error:\n"
+           "    'File \"harness/mnist_train/1.py\", line 16, in process\\n    from adapters.beat import train_block"
+           "ModuleNotFoundError: No module named \\'adapters\\''\n"
+           "  Captured system error:\n    \nError: Error occured: returned value is 1\n")
+    assert remote.beat_error_line(log) == "block `training`: ModuleNotFoundError: No module named 'adapters'"
+    traceback_text = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: Computed output size would be zero\n"
+    assert remote.beat_error_line(log, traceback_text) == "block `training`: ValueError: Computed output size would be zero"
+    assert remote.beat_error_line("Error: Error occured: returned value is 1\n") == "Error: Error occured: returned value is 1"
