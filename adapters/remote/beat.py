@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -371,7 +372,7 @@ def run_spec(spec: ExperimentSpec, mnist: Mnist, runs_dir: Path, *, deterministi
                 if not all(links["agrees_with_record"].values()):
                     log(f"[beat] BEAT's analyzer disagrees with the record on "
                         f"{', '.join(k for k, ok in links['agrees_with_record'].items() if not ok)}")
-            except (BeatError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            except (BeatError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
                 links["results_error"] = str(e)
         else:
             links["results_error"] = (f"BEAT stopped after the record was complete: "
@@ -401,17 +402,30 @@ def _block_traceback(work: Path, info: dict[str, Any]) -> str | None:
 
 
 def _adopt(record: Path, work: Path, runs_dir: Path, links: dict[str, Any]) -> Path:
-    """Move a record out of the bundle into runs_dir, with BEAT's log and experiment declaration."""
-    (record / "beat").mkdir(exist_ok=True)
-    shutil.copy2(work / LOG, record / "beat" / LOG)
+    """Move a record out of the bundle into runs_dir, with BEAT's log and experiment declaration.
+
+    The record is complete before this runs; failing to add BEAT's files is reported in
+    `links.beat.adopt_error` and never keeps the record from runs_dir.
+    """
     info = json.loads((work / BUNDLE_INFO).read_text())
-    shutil.copy2(work / info["prefix"] / "experiments" / f"{info['experiment']}.json", record / "beat" / "experiment.json")
-    shutil.copy2(work / BUNDLE_INFO, record / "beat" / BUNDLE_INFO)
-    update_run_json(record, {"links": {"beat": links}})
+    try:
+        (record / "beat").mkdir(exist_ok=True)
+        shutil.copy2(work / LOG, record / "beat" / LOG)
+        shutil.copy2(work / info["prefix"] / "experiments" / f"{info['experiment']}.json",
+                     record / "beat" / "experiment.json")
+        shutil.copy2(work / BUNDLE_INFO, record / "beat" / BUNDLE_INFO)
+    except OSError as e:
+        links["adopt_error"] = f"BEAT's files were not copied into the record: {e}"
+    try:
+        update_run_json(record, {"links": {"beat": links}})
+    except OSError as e:
+        print(f"[beat] could not add links.beat to {record / RUN_JSON}: {e}", file=sys.stderr)
     dest = runs_dir / record.name
     os.replace(record, dest)
-    # A kept bundle says where its record went (results/loaders/beat.py reports it).
-    write_json(work / BUNDLE_INFO, {**info, "adopted_to": str(dest.resolve())})
+    try:  # a kept bundle says where its record went (results/loaders/beat.py reports it)
+        write_json(work / BUNDLE_INFO, {**info, "adopted_to": str(dest.resolve())})
+    except OSError:
+        pass
     return dest
 
 
