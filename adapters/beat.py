@@ -20,7 +20,6 @@ functions that need them, so `--platform beat --help` imports neither.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Platform
+from adapters.base import Option, Platform
 from core.data import Mnist
 from core.spec import ExperimentSpec
 
@@ -41,48 +40,54 @@ DEFAULT_TIMEOUT_S = 4 * 3600
 
 
 class BeatPlatform(Platform):
-    """`--platform beat`: the experiment as a BEAT experiment, run by BEAT's local executor."""
+    """`--platform beat`: the experiment as a BEAT experiment, run by BEAT's local executor.
+
+    `run` is BEAT's, not the base's: the experiment runs in BEAT's blocks (another
+    interpreter), and adapters/remote/beat.py adopts the record they wrote. The base's
+    guarded `publish` and `finalize` still run after it, as on every platform.
+    """
 
     name = "beat"
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--beat-python", metavar="PATH",
-                            help="the interpreter BEAT's blocks run in (needs beat.backend.python, TensorFlow, "
-                                 "Keras, PyYAML; its folder must hold BEAT's `beat` and `execute`). "
-                                 "Default: .venv-beat/bin/python, built by `make beat-env` on first use")
-        parser.add_argument("--beat-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                            help=f"stop BEAT after this long (default: {DEFAULT_TIMEOUT_S} s); the run fails "
-                                 "with exit code 4")
-        parser.add_argument("--beat-keep", action="store_true",
-                            help="keep BEAT's prefix, cache and data (<runs-dir>/.beat-<run_id>/) after a "
-                                 "successful run; a failed run always keeps them")
+    OPTIONS = (
+        Option("--beat-python", metavar="PATH",
+               help="the interpreter BEAT's blocks run in (needs platforms/beat/requirements.txt; its folder must "
+                    "hold BEAT's `beat`, `execute`, `databases_provider`). Default: .venv-beat/bin/python, built "
+                    "by `make beat-env` on first use"),
+        Option("--beat-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+               help=f"stop BEAT after this long (default: {DEFAULT_TIMEOUT_S} s); the run fails with exit code 4"),
+        Option("--beat-keep", action="store_true",
+               help="keep BEAT's prefix, cache and data (<runs-dir>/.beat-<run_id>/) after a successful run; "
+                    "a failed run always keeps them"),
+    )
 
     def load_data(self, spec: ExperimentSpec) -> Mnist:
         from adapters.base import default_data
 
         return default_data(spec, self.log)
 
-    def runs_dir(self) -> Path:
-        return Path(self.options.runs_dir)
+    def publish(self, record_dir: Path) -> dict[str, Any] | None:
+        return None  # the record is local; `bundle beat` writes a prefix for a BEAT instance
 
     def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
-        """Write the prefix, run BEAT's executor on it, and adopt the record it wrote."""
+        """Write the prefix, run BEAT's executor on it, adopt the record it wrote; then publish and finalize."""
         from adapters.remote import beat as remote
 
-        return remote.run_spec(spec, self.load_data(spec), self.runs_dir(), deterministic=deterministic,
-                               beat_python=self.options.beat_python, timeout_s=self.options.beat_timeout,
-                               keep=self.options.beat_keep, log=self.log)
-
-
-PLATFORM = BeatPlatform
-
-
-def cli_bundle(argv: list[str]) -> int:
-    """`run.py bundle beat`: in adapters/remote/beat.py (imported only when called)."""
-    from adapters.remote import beat as remote
-
-    return remote.cli_bundle(argv)
+        record, status = None, "failed"
+        try:
+            record = remote.run_spec(spec, self.load_data(spec), self.runs_dir(), deterministic=deterministic,
+                                     beat_python=self.option("beat_python"),
+                                     timeout_s=self.option("beat_timeout", DEFAULT_TIMEOUT_S),
+                                     keep=bool(self.option("beat_keep", False)), log=self.log)
+            status = "completed"
+        except BaseException as e:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            record = getattr(e, "record", None)  # set when BEAT's run left a record
+            raise
+        finally:
+            if status == "completed":
+                self._safe_call("publish", self.publish, record)
+            self._safe_call("finalize", self.finalize, record, status)
+        return record
 
 
 # --- Inside BEAT's blocks (the BEAT venv) -----------------------------------------------------

@@ -27,7 +27,6 @@ Rules of BEAT relied on, from its sources (beat.core 1.13.5, beat.cmdline 1.10.3
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -35,7 +34,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -43,10 +41,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adapters.remote import transfer
 from core.data import SHAPES, Mnist, array_sha256, file_sha256
-from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state, harness_stamp
+from core.environment import HARNESS_ROOT, HARNESS_STAMP, git_state
 from core.errors import HarnessError, UsageError
-from core.record import (PARTIAL_PREFIX, RUN_JSON, SCHEMA_VERSION, new_run_id, read_run_json, update_run_json,
+from core.record import (PARTIAL_PREFIX, RUN_JSON, SCHEMA_VERSION, new_run_id, read_run_json,
                          utc_now, write_json)
 from core.spec import ExperimentSpec
 
@@ -60,15 +59,17 @@ TOOLCHAIN = f"{USER}/mnist/1"
 DATABASE_FILE = "mnist.npz"
 LOG = "beat.log"
 RESULTS_TIMEOUT_S = 600
-# The harness code the blocks import: the experiment (core) and this platform's block code.
-HARNESS_PARTS = ("core", "adapters/__init__.py", "adapters/base.py", "adapters/beat.py")
 NAME_PART = re.compile(r"[^a-zA-Z0-9_-]+")  # BEAT names: ^[a-zA-Z0-9_-]+ (beat/core/schema/common/1.json)
 
 
 class BeatError(HarnessError):
-    """BEAT could not be set up or run; nothing was trained (or the failed record says what was)."""
+    """BEAT could not be set up or run; `record` is the failed record, when one was published."""
 
     exit_code = 4
+
+    def __init__(self, message: str, record: Path | None = None):
+        super().__init__(message)
+        self.record = record
 
 
 # --- The BEAT environment -----------------------------------------------------------------------
@@ -112,29 +113,31 @@ def write_mnist_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
                 np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
 
 
-def copy_harness(dest: Path, root: Path = HARNESS_ROOT) -> int:
-    """The code BEAT's blocks import (HARNESS_PARTS: Python and the preset specs), and the commit stamp."""
-    n = 0
-    for part in HARNESS_PARTS:
-        src = root / part
-        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()
-                                                   and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
-        for f in files:
-            if f.is_symlink():
-                continue  # nothing from outside the checkout travels
-            target = dest / f.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, target)
-            n += 1
-    (dest / HARNESS_STAMP).write_text(harness_stamp(git_state(root)))  # no git in the copy
-    return n
+def harness_members() -> dict[str, bytes]:
+    """The harness a bundle carries (transfer's one file set) and its commit stamp: BEAT's blocks import it."""
+    members = transfer.read_members(transfer.harness_files())
+    members[HARNESS_STAMP] = transfer.harness_stamp()[1]  # no git in the copy
+    return members
 
 
-def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, deterministic: bool = True) -> dict:
-    """Write a complete BEAT prefix and its data into the empty folder `out`; returns beat-bundle.json."""
+def write_members(folder: Path, members: dict[str, bytes]) -> None:
+    for name, blob in members.items():
+        target = folder / transfer.safe_name(name, "the BEAT bundle")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
+
+
+def write_bundle(folder: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, deterministic: bool = True,
+                 final: Path | None = None) -> dict:
+    """Write a complete BEAT prefix and its data into the empty `folder`; returns beat-bundle.json.
+
+    Paths inside (the database's root folder, the blocks' parameters) name `final`, where
+    the bundle will be run (default: `folder` itself); every file but the data is scanned
+    for secrets, by name and by value, before anything is written.
+    """
     from core.experiment import split_sizes
 
-    out = out.resolve()
+    out = (final or folder).resolve()
     data = mnist.limited(spec.data.train_limit, spec.data.test_limit)
     n_train, n_val = split_sizes(len(data.x_train), spec.split)
     if n_val == 0 or n_train == 0:
@@ -143,11 +146,11 @@ def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, 
     digests = {k: (data.digests or {}).get(k) or array_sha256(v) for k, v in data.arrays().items()}
     name = experiment_name(spec)
 
-    prefix = out / "prefix"
+    prefix = folder / "prefix"
     shutil.copytree(TEMPLATES / "prefix", prefix, ignore=shutil.ignore_patterns("*.template.json", "__pycache__"))
-    (out / "data").mkdir()
-    write_mnist_npz(data.arrays(), out / "data" / DATABASE_FILE)
-    data_sha = file_sha256(out / "data" / DATABASE_FILE)
+    (folder / "data").mkdir()
+    write_mnist_npz(data.arrays(), folder / "data" / DATABASE_FILE)
+    data_sha = file_sha256(folder / "data" / DATABASE_FILE)
 
     database = json.loads((TEMPLATES / "prefix" / "databases" / "mnist" / "1.template.json").read_text())
     database["root_folder"] = str(out / "data")
@@ -156,10 +159,9 @@ def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, 
     for set_name, view in database["protocols"][0]["views"].items():
         member, start, stop = rows[set_name]
         view["parameters"] = {"member": member, "start": start, "stop": stop, "file": DATABASE_FILE, "sha256": data_sha}
-    (prefix / "databases" / "mnist" / "1.json").write_text(json.dumps(database, indent=2) + "\n")
 
     harness_dir = out / "harness"
-    n_files = copy_harness(harness_dir)
+    harness = harness_members()
     run = {"run_id": run_id, "experiment": name, "spec": spec.to_dict(), "spec_hash": spec.hash,
            "deterministic": deterministic, "record_dir": str(out / "record"),
            "data": {"source": data.source, "verified_by": data.verified_by}, "data_digest": data.digest(),
@@ -169,9 +171,8 @@ def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, 
     experiment["description"] = f"{spec.name} (spec {spec.short_hash}), mnist-repro harness run {run_id}"
     for block in experiment["blocks"].values():
         block["parameters"] = parameters
-    exp_path = prefix / "experiments" / f"{name}.json"
-    exp_path.parent.mkdir(parents=True, exist_ok=True)
-    exp_path.write_text(json.dumps(experiment, indent=2) + "\n")
+    generated = {f"prefix/experiments/{name}.json": json.dumps(experiment, indent=2).encode() + b"\n",
+                 "prefix/databases/mnist/1.json": json.dumps(database, indent=2).encode() + b"\n"}
 
     info = {"bundle_version": BUNDLE_VERSION, "built_at": utc_now(), "harness": git_state(),
             "spec": {"name": spec.name, "hash": spec.hash}, "run_id": run_id, "experiment": name,
@@ -179,8 +180,13 @@ def write_bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: str, 
             "data": {"file": f"data/{DATABASE_FILE}", "sha256": data_sha, "data_digest": data.digest(),
                      "source": data.source, "verified_by": data.verified_by,
                      "n_train": n_train, "n_validation": n_val, "n_test": len(data.x_test)},
-            "harness_files": n_files, "deterministic": deterministic}
-    write_json(out / BUNDLE_INFO, info)
+            "harness_files": len(harness), "deterministic": deterministic}
+    generated[BUNDLE_INFO] = json.dumps(info, indent=2).encode() + b"\n"
+    templates = {f"prefix/{p.relative_to(prefix).as_posix()}": p.read_bytes() for p in prefix.rglob("*") if p.is_file()}
+    transfer.scan_secrets({**templates, **generated, **{f"harness/{k}": v for k, v in harness.items()}},
+                          "the BEAT bundle")
+    write_members(folder, generated)
+    write_members(folder / "harness", harness)
     return info
 
 
@@ -191,42 +197,11 @@ def beat_command(out: Path, info: dict[str, Any], python: Path) -> list[str]:
             str(out / info["cache"]), "experiments", "run", "--environment", str(python), info["experiment"]]
 
 
-def bundle_parser() -> argparse.ArgumentParser:
-    from cli.options import add_spec_options  # until the Layout (#13) gives cli/ the parsing
-
-    parser = argparse.ArgumentParser(
-        prog="run.py bundle beat",
-        description="Write a BEAT prefix for the spec (data formats, database over the verified MNIST, "
-                    "algorithms running the harness, toolchain, experiment) and the command that runs it.")
-    parser.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
-    parser.add_argument("--no-determinism", dest="deterministic", action="store_false",
-                        help="turn TensorFlow op determinism off in the blocks (recorded)")
-    add_spec_options(parser)
-    return parser
-
-
-def cli_bundle(argv: list[str]) -> int:
-    from adapters.base import default_data
-    from cli.options import spec_from_args
-
-    args = bundle_parser().parse_args(argv)
-    spec = spec_from_args(args)
-    out: Path = args.out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: already exists and is not an empty folder; choose another or remove it")
-    mnist = default_data(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        info = write_bundle(out, spec, mnist, run_id=new_run_id("beat", spec.hash), deterministic=args.deterministic)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # no half-written prefix under the name asked for
-        raise
-    python = BEAT_VENV / "bin" / "python"
-    print(f"BEAT prefix: {out / 'prefix'}  (experiment {info['experiment']}, {info['data']['n_train']} train / "
-          f"{info['data']['n_validation']} validation / {info['data']['n_test']} test images)\n"
-          f"run it (make beat-env first): {' '.join(beat_command(out, info, python))}\n"
-          f"the record appears in {out.resolve() / 'record'}; compare: python run.py compare {out}")
-    return 0
+def bundle(out: Path, spec: ExperimentSpec, mnist: Mnist, *, deterministic: bool = True) -> dict[str, Any]:
+    """`run.py bundle beat`: a new bundle folder `out` (written aside, renamed into place); returns its info."""
+    run_id = new_run_id("beat", spec.hash)
+    return transfer.write_new_folder(out, lambda folder: write_bundle(folder, spec, mnist, run_id=run_id,
+                                                                      deterministic=deterministic, final=out))
 
 
 # --- Running BEAT ----------------------------------------------------------------------------------
@@ -387,7 +362,7 @@ def run_spec(spec: ExperimentSpec, mnist: Mnist, runs_dir: Path, *, deterministi
     why = (f"BEAT timed out after {timeout_s:g} s" if rc is None
            else f"BEAT failed in {beat_error_line(log_text, _block_traceback(work, info))}")
     record = _publish_unfinished(work, info, spec, runs_dir, "failed", why, started_at, log, links)
-    raise BeatError(f"{why} — the failed record is {record}; BEAT's prefix, cache and log: {work}")
+    raise BeatError(f"{why} — the failed record is {record}; BEAT's prefix, cache and log: {work}", record)
 
 
 def _block_traceback(work: Path, info: dict[str, Any]) -> str | None:
@@ -402,26 +377,15 @@ def _block_traceback(work: Path, info: dict[str, Any]) -> str | None:
 
 
 def _adopt(record: Path, work: Path, runs_dir: Path, links: dict[str, Any]) -> Path:
-    """Move a record out of the bundle into runs_dir, with BEAT's log and experiment declaration.
-
-    The record is complete before this runs; failing to add BEAT's files is reported in
-    `links.beat.adopt_error` and never keeps the record from runs_dir.
-    """
+    """Move the record BEAT's blocks wrote into runs_dir (transfer.adopt_record: checked whole, then
+    one rename), with BEAT's log, experiment declaration and bundle info in its `beat/` folder."""
     info = json.loads((work / BUNDLE_INFO).read_text())
+    extras = {f"beat/{LOG}": work / LOG, f"beat/{BUNDLE_INFO}": work / BUNDLE_INFO,
+              "beat/experiment.json": work / info["prefix"] / "experiments" / f"{info['experiment']}.json"}
     try:
-        (record / "beat").mkdir(exist_ok=True)
-        shutil.copy2(work / LOG, record / "beat" / LOG)
-        shutil.copy2(work / info["prefix"] / "experiments" / f"{info['experiment']}.json",
-                     record / "beat" / "experiment.json")
-        shutil.copy2(work / BUNDLE_INFO, record / "beat" / BUNDLE_INFO)
-    except OSError as e:
-        links["adopt_error"] = f"BEAT's files were not copied into the record: {e}"
-    try:
-        update_run_json(record, {"links": {"beat": links}})
-    except OSError as e:
-        print(f"[beat] could not add links.beat to {record / RUN_JSON}: {e}", file=sys.stderr)
-    dest = runs_dir / record.name
-    os.replace(record, dest)
+        dest, _ = transfer.adopt_record(record, runs_dir, platform="beat", links=links, extras=extras)
+    except HarnessError as e:
+        raise BeatError(f"the record BEAT's blocks wrote was not adopted ({e}); it stays at {record}") from None
     try:  # a kept bundle says where its record went (results/loaders/beat.py reports it)
         write_json(work / BUNDLE_INFO, {**info, "adopted_to": str(dest.resolve())})
     except OSError:
