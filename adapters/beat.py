@@ -116,17 +116,21 @@ def _record_folders(run: dict[str, Any]) -> tuple[Path, Path]:
 
 
 def _read_rows(loader, image: str, label: str):
-    """All images and labels a data loader serves, in order, and each unit's end data index."""
+    """All images and labels a data loader serves, in order, and (end data index, rows) of each unit.
+
+    A unit is a run of consecutive rows (platforms/beat/prefix/databases/mnist/1.py).
+    """
     import numpy as np
 
-    images, labels, ends = [], [], []
+    images, labels, units = [], [], []
     for i in range(loader.count()):
         data, _, end = loader[i]
         images.append(data[image].value)
         labels.append(data[label].value)
-        ends.append(end)
-    x = np.stack(images).astype(np.uint8, copy=False) if images else np.zeros((0, 28, 28), np.uint8)
-    return x, np.asarray(labels, dtype=np.uint8), ends
+        units.append((end, len(labels[-1])))
+    x = np.concatenate(images).astype(np.uint8, copy=False) if images else np.zeros((0, 28, 28), np.uint8)
+    y = np.concatenate(labels).astype(np.uint8, copy=False) if labels else np.zeros((0,), np.uint8)
+    return x, y, units
 
 
 def _check_digest(name: str, array, run: dict[str, Any]) -> None:
@@ -213,7 +217,7 @@ def train_block(parameters: dict[str, Any], data_loaders, outputs) -> bool:
         raise
     # Only now does the model leave: one data unit spanning the whole train channel.
     model_bytes = np.frombuffer(files["model.h5"], dtype=np.uint8)
-    outputs["model"].write({"value": model_bytes}, ends[-1])
+    outputs["model"].write({"value": model_bytes}, ends[-1][0])
     return True
 
 
@@ -263,8 +267,11 @@ def _predict(parameters: dict[str, Any], data_loaders, outputs) -> bool:
     x_train, y_train = _empty_mnist_part()
     test_data = Mnist(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, source=run["data"]["source"])
     result = evaluate(model, spec, test_data)
-    for row, end in zip(result["probabilities"], ends):
-        outputs["probabilities"].write({"value": np.asarray(row, dtype=np.float32)}, end)
+    first = 0
+    for end, rows in ends:  # the probabilities in the same units as the test images came
+        outputs["probabilities"].write({"value": np.asarray(result["probabilities"][first:first + rows],
+                                                            dtype=np.float32)}, end)
+        first += rows
 
     history, epoch_seconds = trained["history"], trained["epoch_seconds"]
     files = _artifacts(model, history, epoch_seconds, result)

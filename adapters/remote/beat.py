@@ -57,6 +57,7 @@ BUNDLE_VERSION = 1
 USER = "harness"  # the BEAT user owning the algorithms, data formats and toolchain
 TOOLCHAIN = f"{USER}/mnist/1"
 DATABASE_FILE = "mnist.npz"
+ROWS_PER_UNIT = 1000  # images per BEAT data unit (platforms/beat/prefix/databases/mnist/1.py says why)
 LOG = "beat.log"
 RESULTS_TIMEOUT_S = 600
 NAME_PART = re.compile(r"[^a-zA-Z0-9_-]+")  # BEAT names: ^[a-zA-Z0-9_-]+ (beat/core/schema/common/1.json)
@@ -158,7 +159,8 @@ def write_bundle(folder: Path, spec: ExperimentSpec, mnist: Mnist, *, run_id: st
             "test": ("test", 0, len(data.x_test))}
     for set_name, view in database["protocols"][0]["views"].items():
         member, start, stop = rows[set_name]
-        view["parameters"] = {"member": member, "start": start, "stop": stop, "file": DATABASE_FILE, "sha256": data_sha}
+        view["parameters"] = {"member": member, "start": start, "stop": stop, "rows_per_unit": ROWS_PER_UNIT,
+                              "file": DATABASE_FILE, "sha256": data_sha}
 
     harness_dir = out / "harness"
     harness = harness_members()

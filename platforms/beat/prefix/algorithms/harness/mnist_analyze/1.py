@@ -18,8 +18,8 @@ class Algorithm:
             data, _, _ = loader[i]
             probabilities.append(data["probabilities"].value)
             labels.append(data["label"].value)
-        probabilities = numpy.stack(probabilities)
-        labels = numpy.asarray(labels, dtype=numpy.int64)
+        probabilities = numpy.concatenate(probabilities)  # units of consecutive test images, in order
+        labels = numpy.concatenate(labels).astype(numpy.int64)
         predictions = probabilities.argmax(axis=1).astype(numpy.uint8)
         p_true = numpy.clip(probabilities[numpy.arange(len(labels)), labels].astype(numpy.float64), 1e-7, 1 - 1e-7)
         loss = float(-numpy.log(p_true).mean())
