@@ -180,7 +180,7 @@ def train_block(parameters: dict[str, Any], data_loaders, outputs) -> bool:
     started_at, started = utc_now(), time.perf_counter()
     epoch_seconds: list[float] = []
     try:
-        x_tr, y_tr, ends = _read_rows(data_loaders.loaderOf("train_image"), "train_image", "train_label")
+        x_tr, y_tr, units = _read_rows(data_loaders.loaderOf("train_image"), "train_image", "train_label")
         x_va, y_va, _ = _read_rows(data_loaders.loaderOf("validation_image"), "validation_image", "validation_label")
         # The spec's split is "the first `split` trains, the rest validates" (core.experiment
         # split_train_validation): the two BEAT sets put back together are the training array.
@@ -217,7 +217,7 @@ def train_block(parameters: dict[str, Any], data_loaders, outputs) -> bool:
         raise
     # Only now does the model leave: one data unit spanning the whole train channel.
     model_bytes = np.frombuffer(files["model.h5"], dtype=np.uint8)
-    outputs["model"].write({"value": model_bytes}, ends[-1][0])
+    outputs["model"].write({"value": model_bytes}, units[-1][0])
     return True
 
 
@@ -261,14 +261,14 @@ def _predict(parameters: dict[str, Any], data_loaders, outputs) -> bool:
         raise BlockError(f"the model BEAT passed on has weights {got[:12]}…, the training block's were "
                          f"{trained['weights_sha256'][:12]}…")
 
-    x_test, y_test, ends = _read_rows(data_loaders.loaderOf("image"), "image", "label")
+    x_test, y_test, units = _read_rows(data_loaders.loaderOf("image"), "image", "label")
     _check_digest("x_test", x_test, run)
     _check_digest("y_test", y_test, run)
     x_train, y_train = _empty_mnist_part()
     test_data = Mnist(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, source=run["data"]["source"])
     result = evaluate(model, spec, test_data)
     first = 0
-    for end, rows in ends:  # the probabilities in the same units as the test images came
+    for end, rows in units:  # the probabilities in the same units as the test images came
         outputs["probabilities"].write({"value": np.asarray(result["probabilities"][first:first + rows],
                                                             dtype=np.float32)}, end)
         first += rows
