@@ -167,6 +167,26 @@ def final_metrics(history: dict[str, list[float]], result: dict[str, Any]) -> di
     return metrics
 
 
+# --- A model trained and evaluated outside a record (OpenML's folds) ------------------
+
+def fit_and_evaluate(spec: ExperimentSpec, data: Mnist, *, deterministic: bool = True,
+                     verbose: int | str | None = 0) -> dict[str, Any]:
+    """The run's stages on other data, without a record: configure, build, train, evaluate.
+
+    Returns `evaluate`'s result plus `history`, `train_seconds` and `test_seconds`.
+    Every call starts from the spec's seed, so the same data gives the same model.
+    """
+    data = data.limited(spec.data.train_limit, spec.data.test_limit)
+    backend.configure(spec.seed, deterministic)
+    model = build_model(spec)
+    started = time.perf_counter()
+    history, _ = train(model, spec, data, verbose=verbose)
+    trained = time.perf_counter()
+    result = evaluate(model, spec, data)
+    result.update(history=history, train_seconds=trained - started, test_seconds=time.perf_counter() - trained)
+    return result
+
+
 # --- The whole run ---------------------------------------------------------------------
 
 def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, platform: str, *,
