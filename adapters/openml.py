@@ -409,12 +409,15 @@ def _write_folder(folder: Path, files: dict[str, str]) -> None:
 
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, text in files.items():
-        (staging / name).write_text(text, encoding="ascii")
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
+    try:
+        staging.mkdir(parents=True)
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="ascii")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written stays in the record
 
 
 # --- The platform ------------------------------------------------------------------------
@@ -506,8 +509,10 @@ class OpenMLPlatform(Platform):
             fold_data = Mnist(x_train=self.images[train_rows], y_train=self.labels[train_rows],
                               x_test=self.images[test_rows], y_test=self.labels[test_rows],
                               source=f"task {task.task_id} repeat {repeat} fold {fold}")
+            limits = spec.data.train_limit, spec.data.test_limit
             self.log(f"[openml] split {i + 1}/{len(splits)} (repeat {repeat}, fold {fold}): "
-                     f"{len(train_rows)} train / {len(test_rows)} test rows")
+                     f"{len(train_rows)} train / {len(test_rows)} test rows"
+                     + (" (limited to the first {} / {})".format(*limits) if any(limits) else ""))
             result = fit_and_evaluate(spec, fold_data, deterministic=self._option("deterministic", True))
             used = test_rows[: len(result["probabilities"])]  # a test_limit keeps the first rows
             rows += prediction_rows(task, repeat, fold, used, result["probabilities"], self.labels[used])

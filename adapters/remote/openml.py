@@ -91,7 +91,6 @@ def publish_saved_run(folder: Path, log: Callable[[str], None] = print) -> dict[
     checked again, saved, and posted as saved; predictions.arff as saved.
     """
     import openml
-    import xmltodict
 
     if not has_api_key():
         raise OpenMLError(f"no OpenML API key: set {APIKEY_ENV} or `apikey = ...` in "

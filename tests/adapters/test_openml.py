@@ -11,7 +11,6 @@ into the same cache layout, and on data it must refuse.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import socket
