@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from adapters import openml_schema as schema
-from adapters.base import Platform
+from adapters.base import Option, Platform
 from core import data
 from core.backend import backend_name
 from core.data import DataError, Mnist
@@ -423,66 +423,63 @@ def _write_folder(folder: Path, files: dict[str, str]) -> None:
 # --- The platform ------------------------------------------------------------------------
 
 class OpenMLPlatform(Platform):
-    """Runs the spec on verified MNIST from OpenML; afterwards trains the task's folds and saves (publishes) the run."""
+    """Runs the spec on verified MNIST from OpenML; then, after the record is published, the task's own
+    protocol (one model per split), saved into the record and, with a key, published."""
 
     name = "openml"
+    OPTIONS = (
+        Option("--openml-task", type=int, default=DEFAULT_TASK, metavar="ID",
+               help=f"OpenML task on dataset {DATASET_ID} (default {DEFAULT_TASK}: 10-fold cross-validation)"),
+        Option("--openml-folds", type=int, metavar="N",
+               help="train only the first N splits of the task (quick checks; such a run is saved, not published)"),
+        Option("--openml-cache", metavar="DIR",
+               help="openml cache folder (default: $OPENML_CACHE_DIR or the openml config file's)"),
+        Option("--openml-server", metavar="URL|test|production",
+               help="OpenML server (default: the openml config file's, else production)"),
+        Option("--no-openml-publish", dest="openml_publish", action="store_false",
+               help="save the OpenML run but do not publish it, even with an API key"),
+    )
 
     def __init__(self, options: argparse.Namespace, log: Callable[[str], None] = print,
                  expected: ExpectedData = MNIST_554):
         super().__init__(options, log)
         self.expected = expected
+        self.deterministic = True
         self.spec: ExperimentSpec | None = None
         self.task = None
         self.images: np.ndarray | None = None
         self.labels: np.ndarray | None = None
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--openml-task", type=int, default=DEFAULT_TASK, metavar="ID",
-                            help=f"OpenML classification task on dataset {DATASET_ID} (default {DEFAULT_TASK}: "
-                                 "10-fold cross-validation)")
-        parser.add_argument("--openml-folds", type=int, metavar="N",
-                            help="train only the first N splits of the task (quick checks; such a run is saved, not published)")
-        parser.add_argument("--openml-cache", metavar="DIR",
-                            help="openml cache folder (default: $OPENML_CACHE_DIR or the openml config file's)")
-        parser.add_argument("--openml-server", metavar="URL|test|production",
-                            help="OpenML server (default: the openml config file's, else production)")
-        parser.add_argument("--no-openml-publish", dest="openml_publish", action="store_false",
-                            help="save the OpenML run but do not publish it, even with an API key")
-
-    def _option(self, name: str, default: Any = None) -> Any:
-        return getattr(self.options, name, default)
-
-    def load_data(self, spec: ExperimentSpec) -> Mnist:
-        folds = self._option("openml_folds")
+    def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
+        folds = self.option("openml_folds")
         if folds is not None and folds < 1:
             raise UsageError("--openml-folds must be at least 1")
-        self.spec = spec
-        openml_client(self._option("openml_cache"), self._option("openml_server"))
-        self.task = get_task(self._option("openml_task", DEFAULT_TASK))
+        self.spec, self.deterministic = spec, deterministic  # the fold models are trained as the record's
+        return super().run(spec, deterministic)
+
+    def load_data(self, spec: ExperimentSpec) -> Mnist:
+        openml_client(self.option("openml_cache"), self.option("openml_server"))
+        self.task = get_task(self.option("openml_task", DEFAULT_TASK))
         with client_errors(f"getting OpenML dataset {self.task.dataset_id}"):
             dataset = self.task.get_dataset()
         mnist, self.images, self.labels = mnist_from_dataset(dataset, self.expected)
         self.log(f"[openml] {mnist.source}: digests verified; task {self.task.task_id}")
         return mnist
 
-    def runs_dir(self) -> Path:
-        return Path(self._option("runs_dir", "runs"))
-
     def platform_info(self) -> dict[str, Any]:
         import openml
 
         return {"name": self.name, "server": openml.config.server, "cache": openml.config.get_cache_directory(),
                 "dataset_id": DATASET_ID, "task_id": self.task.task_id if self.task else None,
-                "folds_limit": self._option("openml_folds"),
-                "publish": bool(self._option("openml_publish", True)) and has_api_key()}
+                "folds_limit": self.option("openml_folds"),
+                "publish": bool(self.option("openml_publish", True)) and has_api_key()}
 
     def publish(self, record_dir: Path) -> dict[str, Any] | None:
         """After the record is complete: the task's folds, the saved OpenML run, and (with a key) its upload."""
         if read_run_json(record_dir).get("status") != "completed":
             return None
         folder, n_splits = self.save_task_run(record_dir)
-        if not self._option("openml_publish", True):
+        if not self.option("openml_publish", True):
             return {"saved": SAVED_RUN_DIR, "task_id": self.task.task_id}
         if not has_api_key():
             self.log(f"[openml] no API key ({APIKEY_ENV} or the openml config file): the run is saved in "
@@ -502,7 +499,7 @@ class OpenMLPlatform(Platform):
 
         spec, task = self.spec, self.task
         all_splits = task_splits(task)
-        splits = all_splits[: self._option("openml_folds")]
+        splits = all_splits[: self.option("openml_folds")]
         rows: list[list] = []
         evaluations: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         for i, (repeat, fold, train_rows, test_rows) in enumerate(splits):
@@ -513,7 +510,7 @@ class OpenMLPlatform(Platform):
             self.log(f"[openml] split {i + 1}/{len(splits)} (repeat {repeat}, fold {fold}): "
                      f"{len(train_rows)} train / {len(test_rows)} test rows"
                      + (" (limited to the first {} / {})".format(*limits) if any(limits) else ""))
-            result = fit_and_evaluate(spec, fold_data, deterministic=self._option("deterministic", True))
+            result = fit_and_evaluate(spec, fold_data, deterministic=self.deterministic)
             used = test_rows[: len(result["probabilities"])]  # a test_limit keeps the first rows
             rows += prediction_rows(task, repeat, fold, used, result["probabilities"], self.labels[used])
             for measure, value in (("predictive_accuracy", result["test_accuracy"]),
@@ -533,22 +530,5 @@ class OpenMLPlatform(Platform):
         return folder, len(splits)
 
 
+
 PLATFORM = OpenMLPlatform
-
-
-def cli_push(argv: list[str]) -> int:
-    """`run.py push openml RUN_DIR`; the work is `adapters.remote.openml.push`."""
-    from adapters.remote.openml import push
-
-    parser = argparse.ArgumentParser(
-        prog="run.py push openml",
-        description=f"Publish a saved OpenML run (the record's {SAVED_RUN_DIR}/ folder) and its flow, and link "
-                    f"their ids in run.json. Needs an API key: {APIKEY_ENV} or `apikey = ...` in the openml config file.")
-    parser.add_argument("run_dir", nargs="?", type=Path, help="a run record folder (or its openml/ folder)")
-    parser.add_argument("--openml-server", metavar="URL|test|production")
-    parser.add_argument("--openml-cache", metavar="DIR")
-    args = parser.parse_args(argv)
-    if args.run_dir is None:
-        raise UsageError("give the run record folder to publish")
-    push(args.run_dir, server=args.openml_server, cache=args.openml_cache)
-    return 0

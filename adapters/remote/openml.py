@@ -1,4 +1,4 @@
-"""What leaves the machine for OpenML: publishing a saved run (`run.py push openml RUN_DIR`).
+"""OpenML from this machine: publish a run saved in a record (`run.py push openml RUN_DIR`).
 
 A saved run is the `<record>/openml/` folder that `adapters/openml.py` writes.
 Publishing posts its files' bytes (see `publish_saved_run`) after the same
@@ -15,14 +15,14 @@ from adapters import openml_schema as schema
 from adapters.openml import (APIKEY_ENV, SAVED_RUN_DIR, OpenMLError, client_errors, get_task, has_api_key,
                              openml_client, run_files, task_splits)
 from core.errors import UsageError
-from core.record import read_run_json, update_run_json
+from core.record import RUN_JSON, read_run_json, update_run_json
 
 
-def push(run_dir: Path, server: str | None = None, cache: str | None = None,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+def push_run(run_dir: Path, *, server: str | None = None, cache: str | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Publish the saved OpenML run of a completed record and link it in run.json; returns the links."""
     record = Path(run_dir).resolve()
-    if record.name == SAVED_RUN_DIR and (record.parent / "run.json").is_file():
+    if record.name == SAVED_RUN_DIR and (record.parent / RUN_JSON).is_file():
         record = record.parent
     if not (record / SAVED_RUN_DIR / "description.xml").is_file():
         raise UsageError(f"{run_dir}: no saved OpenML run ({SAVED_RUN_DIR}/description.xml); "
@@ -33,7 +33,7 @@ def push(run_dir: Path, server: str | None = None, cache: str | None = None,
     openml_client(cache, server)
     links = publish_saved_run(record / SAVED_RUN_DIR, log)
     update_run_json(record, {"links": {"openml": links}})
-    log(f"linked in {record / 'run.json'}: flow {links['flow_id']}, run {links['run_id']}")
+    log(f"linked in {record / RUN_JSON}: flow {links['flow_id']}, run {links['run_id']}")
     return links
 
 
