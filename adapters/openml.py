@@ -315,8 +315,9 @@ def _short(value: Any) -> str:
 
 # The evaluation engine scores the argmax of each row's confidences (weka's Evaluation,
 # EvaluationEngine evaluate/EvaluateBatchPredictions.java), and its other measures
-# (MAE, RMSE, AUC) average them: six decimals move those by at most 5e-7 per value. A row
-# whose rounding would tie or move the argmax keeps full float32 precision.
+# (MAE, RMSE, AUC) average them: six decimals move those by at most 5e-7 per value, below
+# the six decimals it writes scores with (apiconnector's "#.######"). A row whose rounding
+# would tie or move the argmax keeps full float32 precision.
 CONFIDENCE_DECIMALS = 6
 
 
