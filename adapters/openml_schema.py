@@ -75,31 +75,27 @@ class Lexical:
 # XSD's \p{IsBasicLatin} is the block U+0000-U+007F.
 BASIC_LATIN = r"[\x00-\x7f]*"
 SYSTEM = r"[a-zA-Z0-9_\-\.]+"
-# The flow schema's casual strings allow '='; the run schema's do not (compare the two files).
 FLOW_CASUAL = r"[a-zA-Z0-9_\-\.,\(\):=]+"
 RUN_CASUAL = r"[a-zA-Z0-9_\-\.,\(\):]+"
 
-XS_INT = Lexical("xs:int", r"[+-]?\d{1,10}")
+XS_INT = Lexical("xs:int", r"[+-]?\d{1,10}")  # 32 bits: at most 10 digits (the range itself is not checked)
 XS_INTEGER = Lexical("xs:integer", r"[+-]?\d+")
 # xs:double: Python's 'nan' and 'inf' are not its NaN and INF.
 XS_DOUBLE = Lexical("xs:double", r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?INF|NaN")
 XS_DATETIME = Lexical("xs:dateTime", r"-?\d{4,}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 XS_ANYURI = Lexical("xs:anyURI", r"\S*")
 
-# openml.implementation.upload.xsd
-F_SYSTEM128 = Text("oml:system_string128", SYSTEM, 1, 128)
+# Defined identically in openml.implementation.upload.xsd and openml.run.upload.xsd:
+SYSTEM128 = Text("oml:system_string128", SYSTEM, 1, 128)
+LATIN128 = Text("oml:basic_latin128", BASIC_LATIN, 1, 128)
+LATIN1024 = Text("oml:basic_latin1024", BASIC_LATIN, 1, 1024)
+LATIN2048 = Text("oml:basic_latin2048", BASIC_LATIN, 0, 2048)  # "TODO: NOTE THAT MIN LENGTH IS 0"
+# The casual strings differ: the flow schema's allow '=', the run schema's do not.
 F_CASUAL1024 = Text("oml:casual_string1024", FLOW_CASUAL, 1, 1024)
 F_CASUAL128 = Text("oml:casual_string128", FLOW_CASUAL, 1, 128)
 F_CASUAL64 = Text("oml:casual_string64", FLOW_CASUAL, 1, 64)
-F_LATIN128 = Text("oml:basic_latin128", BASIC_LATIN, 1, 128)
-F_LATIN1024 = Text("oml:basic_latin1024", BASIC_LATIN, 1, 1024)
-F_LATIN2048 = Text("oml:basic_latin2048", BASIC_LATIN, 0, 2048)
-# openml.run.upload.xsd
-R_SYSTEM128 = Text("oml:system_string128", SYSTEM, 1, 128)
 R_CASUAL1024 = Text("oml:casual_string1024", RUN_CASUAL, 1, 1024)
 R_CASUAL128 = Text("oml:casual_string128", RUN_CASUAL, 1, 128)
-R_LATIN128 = Text("oml:basic_latin128", BASIC_LATIN, 1, 128)
-R_LATIN2048 = Text("oml:basic_latin2048", BASIC_LATIN, 0, 2048)
 
 
 # --- Complex types: xs:sequence of elements ------------------------------------------------
@@ -121,31 +117,31 @@ class Seq:
 
 # openml.implementation.upload.xsd, complexType "parameter"
 FLOW_PARAMETER = Seq("oml:parameter", [
-    El("name", F_CASUAL1024), El("data_type", F_LATIN128, 0), El("default_value", F_LATIN2048, 0),
-    El("description", F_LATIN1024, 0), El("recommendedRange", F_LATIN1024, 0)])
-FLOW_QUALITY = Seq("oml:quality", [El("name", F_SYSTEM128), El("value", F_SYSTEM128)])
+    El("name", F_CASUAL1024), El("data_type", LATIN128, 0), El("default_value", LATIN2048, 0),
+    El("description", LATIN1024, 0), El("recommendedRange", LATIN1024, 0)])
+FLOW_QUALITY = Seq("oml:quality", [El("name", SYSTEM128), El("value", SYSTEM128)])
 # openml.implementation.upload.xsd, complexType "flow" (components hold flows: filled in below)
 _FLOW_ELEMENTS: list[El] = [
-    El("id", XS_INT, 0), El("uploader", XS_INT, 0), El("name", F_CASUAL1024), El("custom_name", F_LATIN128, 0),
-    El("class_name", F_CASUAL128, 0), El("version", XS_INT, 0), El("external_version", F_LATIN128, 0),
-    El("description", F_LATIN1024), El("creator", F_CASUAL128, 0, None), El("contributor", F_CASUAL128, 0, None),
+    El("id", XS_INT, 0), El("uploader", XS_INT, 0), El("name", F_CASUAL1024), El("custom_name", LATIN128, 0),
+    El("class_name", F_CASUAL128, 0), El("version", XS_INT, 0), El("external_version", LATIN128, 0),
+    El("description", LATIN1024), El("creator", F_CASUAL128, 0, None), El("contributor", F_CASUAL128, 0, None),
     El("upload_date", XS_DATETIME, 0), El("licence", F_CASUAL64, 0), El("language", F_CASUAL128, 0),
-    El("full_description", F_LATIN1024, 0), El("installation_notes", F_LATIN1024, 0),
-    El("dependencies", F_LATIN1024, 0), El("implements", F_CASUAL128, 0),
+    El("full_description", LATIN1024, 0), El("installation_notes", LATIN1024, 0),
+    El("dependencies", LATIN1024, 0), El("implements", F_CASUAL128, 0),
     El("parameter", FLOW_PARAMETER, 0, None), El("component", Seq("oml:component", []), 0, None),
-    El("quality", FLOW_QUALITY, 0, None), El("tag", F_SYSTEM128, 0, None), El("source_url", XS_ANYURI, 0),
-    El("binary_url", XS_ANYURI, 0), El("source_format", F_SYSTEM128, 0), El("binary_format", F_SYSTEM128, 0),
-    El("source_md5", F_SYSTEM128, 0), El("binary_md5", F_SYSTEM128, 0)]
+    El("quality", FLOW_QUALITY, 0, None), El("tag", SYSTEM128, 0, None), El("source_url", XS_ANYURI, 0),
+    El("binary_url", XS_ANYURI, 0), El("source_format", SYSTEM128, 0), El("binary_format", SYSTEM128, 0),
+    El("source_md5", SYSTEM128, 0), El("binary_md5", SYSTEM128, 0)]
 FLOW = Seq("oml:flow", _FLOW_ELEMENTS)
-_FLOW_ELEMENTS[18] = El("component", Seq("oml:component", [El("identifier", F_SYSTEM128), El("flow", FLOW)]), 0, None)
+_FLOW_ELEMENTS[18] = El("component", Seq("oml:component", [El("identifier", SYSTEM128), El("flow", FLOW)]), 0, None)
 
 # openml.run.upload.xsd
 RUN_PARAMETER_SETTING = Seq("oml:parameter_setting", [
-    El("name", R_CASUAL1024), El("value", R_LATIN2048), El("component", XS_INTEGER, 0)])
+    El("name", R_CASUAL1024), El("value", LATIN2048), El("component", XS_INTEGER, 0)])
 RUN_EVALUATION = Seq("oml:evaluation", [
-    El("did", XS_INTEGER, 0), El("name", R_SYSTEM128), El("flow_id", XS_INTEGER, 0), El("flow", R_CASUAL1024, 0),
+    El("did", XS_INTEGER, 0), El("name", SYSTEM128), El("flow_id", XS_INTEGER, 0), El("flow", R_CASUAL1024, 0),
     El("label", R_CASUAL1024, 0), El("value", XS_DOUBLE, 0), El("stdev", XS_DOUBLE, 0),
-    El("array_data", R_LATIN128, 0), El("sample_size", XS_INTEGER, 0)],
+    El("array_data", LATIN128, 0), El("sample_size", XS_INTEGER, 0)],
     attributes=[(a, XS_INTEGER) for a in ("repeat", "fold", "sample", "interval_start", "interval_end")])
 RUN_DATA = Seq("oml:data", [
     El("dataset", Seq("oml:dataset", [El("did", XS_INTEGER), El("name", R_CASUAL128), El("url", XS_ANYURI)]), 0, None),
@@ -153,11 +149,11 @@ RUN_DATA = Seq("oml:data", [
                                 El("url", XS_ANYURI)]), 0, None),
     El("evaluation", RUN_EVALUATION, 0, None)])
 RUN = Seq("oml:run", [
-    El("run_id", XS_INTEGER, 0), El("uploader", XS_INTEGER, 0), El("uploader_name", R_LATIN128, 0),
-    El("task_id", XS_INTEGER, 0), El("task_type", R_LATIN128, 0), El("task_evaluation_measure", R_LATIN128, 0),
+    El("run_id", XS_INTEGER, 0), El("uploader", XS_INTEGER, 0), El("uploader_name", LATIN128, 0),
+    El("task_id", XS_INTEGER, 0), El("task_type", LATIN128, 0), El("task_evaluation_measure", LATIN128, 0),
     El("flow_id", XS_INTEGER), El("flow_name", R_CASUAL1024, 0), El("setup_id", XS_INTEGER, 0),
-    El("setup_string", R_LATIN2048, 0), El("error_message", R_LATIN128, 0), El("run_details", R_CASUAL1024, 0),
-    El("parameter_setting", RUN_PARAMETER_SETTING, 0, None), El("tag", R_SYSTEM128, 0, None),
+    El("setup_string", LATIN2048, 0), El("error_message", LATIN128, 0), El("run_details", R_CASUAL1024, 0),
+    El("parameter_setting", RUN_PARAMETER_SETTING, 0, None), El("tag", SYSTEM128, 0, None),
     El("input_data", RUN_DATA, 0), El("output_data", RUN_DATA, 0)])
 
 # Api_run.php run_upload: user-supplied measures must be EvaluationFunctions of the math_function

@@ -164,9 +164,12 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int = 0) -> list[tu
 
 class UploadServer:
     """The three upload calls the harness makes (flow/exists, flow/, run/) on 127.0.0.1, answered the
-    way the server's Api_flow/Api_run controllers answer them, every request kept for the test.
+    way the server's Api_flow/Api_run controllers answer them (the answer documents are those of
+    openml_OS/views/pages/api_new/v1/xml/implementation-exists, implementation-upload and run-upload),
+    every request kept for the test.
 
-    `refuse` = (code, message) answers a run upload with the server's error document (HTTP 412).
+    `refuse` = (code, message) answers a run upload with the server's error document
+    (error-message.tpl.php) and HTTP 412, `returnError`'s default (openml_OS/core/MY_Api_Model.php).
     """
 
     FLOW_ID, RUN_ID = 4242, 777

@@ -512,12 +512,17 @@ def test_a_save_the_server_would_refuse_leaves_a_completed_record_with_publish_e
         mp.undo()
 
 
-def test_push_posts_the_saved_files_and_links_them(cv_run, tmp_path, monkeypatch, capsys):
-    """A saved run completed with made-up predictions for the other folds, pushed from the CLI."""
+@pytest.fixture
+def complete_record(cv_run, tmp_path, monkeypatch):
+    """A copy of the cv record whose saved run covers all of 3573 (made-up predictions), a key set, and a
+    function starting the loopback upload server and pointing the client at it."""
     record = tmp_path / cv_run.record.name
     shutil.copytree(cv_run.record, record)
-    server = UploadServer()
-    try:
+    servers: list[UploadServer] = []
+
+    def serve(**kwargs) -> UploadServer:
+        server = UploadServer(**kwargs)
+        servers.append(server)
         env = offline_openml(monkeypatch, tmp_path / "cache", server.url)
         write_dataset(env.cache, IMAGES, LABELS, env.dead_url, pixel_dtype=np.float64)
         write_task(env.cache, 3573, stratified_folds(LABELS, 10), env.dead_url)
@@ -527,39 +532,33 @@ def test_push_posts_the_saved_files_and_links_them(cv_run, tmp_path, monkeypatch
         save_run(record / "openml", task, build_flow(spec), spec,
                  fake_run(task, spec, task_splits(task), np.random.default_rng(5)),
                  {"predictive_accuracy": {0: {f: 0.5 for f in range(10)}}}, f"spec_hash: {spec.hash}")
-        assert run_py.main(["push", "openml", str(record), "--openml-server", server.url]) == 0
-        assert "linked in" in capsys.readouterr().out
-        links = read_run_json(record)["links"]["openml"]
-        assert links["run_id"] == UploadServer.RUN_ID and links["flow_id"] == UploadServer.FLOW_ID
-        (run_post,) = server.posted("/run/")
-        assert run_post["description"] == (record / "openml" / "description.xml").read_bytes()
-        schema.check_run_xml(run_post["description"].decode(), folds=10, repeats=1)
-    finally:
+        return server
+
+    yield record, serve
+    for server in servers:
         server.close()
 
 
-def test_push_refused_by_the_server_is_one_clear_error_and_the_record_is_untouched(cv_run, tmp_path,
-                                                                                    monkeypatch, capsys):
-    record = tmp_path / cv_run.record.name
-    shutil.copytree(cv_run.record, record)
-    server = UploadServer(refuse=(202, "Problem validating uploaded description file"))
-    try:
-        env = offline_openml(monkeypatch, tmp_path / "cache", server.url)
-        write_dataset(env.cache, IMAGES, LABELS, env.dead_url, pixel_dtype=np.float64)
-        write_task(env.cache, 3573, stratified_folds(LABELS, 10), env.dead_url)
-        monkeypatch.setenv("OPENML_APIKEY", "p" * 32)
-        spec, task = cv_run.spec, get_task(3573)
-        shutil.rmtree(record / "openml")
-        save_run(record / "openml", task, build_flow(spec), spec,
-                 fake_run(task, spec, task_splits(task), np.random.default_rng(6)),
-                 {"predictive_accuracy": {0: {0: 0.5}}}, "x")
-        before = (record / "run.json").read_text()
-        assert run_py.main(["push", "openml", str(record), "--openml-server", server.url]) == 1
-        err = capsys.readouterr().err
-        assert f"error: publishing to {server.url}:" in err and "202" in err
-        assert (record / "run.json").read_text() == before
-    finally:
-        server.close()
+def test_push_posts_the_saved_files_and_links_them(complete_record, capsys):
+    record, serve = complete_record
+    server = serve()
+    assert run_py.main(["push", "openml", str(record), "--openml-server", server.url]) == 0
+    assert "linked in" in capsys.readouterr().out
+    links = read_run_json(record)["links"]["openml"]
+    assert links["run_id"] == UploadServer.RUN_ID and links["flow_id"] == UploadServer.FLOW_ID
+    (run_post,) = server.posted("/run/")
+    assert run_post["description"] == (record / "openml" / "description.xml").read_bytes()
+    schema.check_run_xml(run_post["description"].decode(), folds=10, repeats=1)
+
+
+def test_push_refused_by_the_server_is_one_clear_error_and_the_record_is_untouched(complete_record, capsys):
+    record, serve = complete_record
+    server = serve(refuse=(202, "Problem validating uploaded description file"))
+    before = (record / "run.json").read_text()
+    assert run_py.main(["push", "openml", str(record), "--openml-server", server.url]) == 1
+    err = capsys.readouterr().err
+    assert f"error: publishing to {server.url}:" in err and "202" in err
+    assert (record / "run.json").read_text() == before
 
 
 def test_push_without_a_key_is_refused_and_the_record_is_untouched(cv_run, capsys):
