@@ -616,3 +616,14 @@ def test_folds_option_must_be_positive(tiny_cache, tmp_path):
     platform = OpenMLPlatform(platform_options(tiny_cache, tmp_path, openml_folds=0), expected=TINY)
     with pytest.raises(UsageError, match="--openml-folds must be at least 1"):
         platform.run(tiny_spec())
+
+
+def test_saving_a_run_above_the_servers_upload_limit_warns_and_still_saves(tiny_cache, tmp_path):
+    spec, task = tiny_spec(), get_task(3573)
+    rows = fake_run(task, spec, task_splits(task), np.random.default_rng(7)) * 100  # 30,000 lines
+    logs: list[str] = []
+    sizes = save_run(tmp_path / "big", task, build_flow(spec), spec, rows, {"predictive_accuracy": {0: {0: 0.5}}},
+                     "big", log=logs.append)
+    assert sizes["predictions.arff"] == (tmp_path / "big" / "predictions.arff").stat().st_size > 2 * 1024 * 1024
+    (warning,) = logs
+    assert warning.startswith("[openml] warning: predictions.arff is ") and "upload_max_filesize = 2M" in warning
