@@ -21,6 +21,7 @@ COMMANDS = {
     "push": ("cli.remote", "upload a bundle, archive or saved run to its platform"),
     "status": ("cli.remote", "status of a remote run"),
     "pull": ("cli.remote", "download a remote run into runs/ as a run record"),
+    "preflight": ("cli.preflight", "run a bundle here as its platform will (image, layout, user, network)"),
     "reproduce": ("cli.workflow", "run the presets and check their published claims"),
     "test": ("cli.workflow", "evaluate the saved models of several runs on the test set"),
     "explore": ("cli.workflow", "hyperparameter search (Optuna), every trial a run record"),

@@ -79,14 +79,24 @@ def gpu_info() -> list[dict[str, str]]:
     return gpus
 
 
-def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
+# A library installed under another distribution name: TensorFlow's Docker images install
+# `tensorflow-cpu`, Windows wheels `tensorflow-intel`; metadata.version("tensorflow") is None there.
+DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos",
+                                "tf-nightly", "tf-nightly-cpu")}
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a library, under any of its distribution names; None when absent."""
+    for dist in DISTRIBUTIONS.get(name, (name,)):
         try:
-            versions[name] = metadata.version(name)
+            return metadata.version(dist)
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            continue
+    return None
+
+
+def package_versions() -> dict[str, str | None]:
+    return {name: package_version(name) for name in PACKAGES}
 
 
 HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
