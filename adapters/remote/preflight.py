@@ -63,6 +63,7 @@ class Preflight:
     env: images.ImageEnv
     isolation: sandbox.Isolation
     ran_local: bool
+    sandbox: Path | None = None  # the sandbox folder, when it was kept
 
 
 # --- Bundles ---------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def codalab_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbo
                **env.record["image"]["run"].get("env", {}), "CODALAB": "true", **_passed_env()}
     plan = sandbox.SandboxPlan(root=root, argv=["/bin/bash", "-c", f"( {command} ) >stdout 2>stderr"], cwd=work,
                                env=run_env, readonly=readonly, expose=[env.folder, env.base_prefix],
-                               writable=[work], log_file=None)
+                               writable=[work], log_file=root / "sandbox.log")  # the command redirects its own
     # `cl run` asks for network unless told otherwise (--request-network defaults to True).
     return plan, {"network": bool(env.record["image"]["run"].get("network", True)), "uuid": uuid,
                   "spec_file": bundle / "code" / "spec.yaml"}
@@ -229,7 +230,7 @@ def last_error_line(text: str) -> str:
     """The line that says why a run died: the last `error:` / `...Error: ...` line, else the last line."""
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     for line in reversed(lines):
-        if re.match(r"^(error: |[A-Za-z_.]*(Error|Exception|Exit)\b)", line):
+        if re.match(r"^(error: |\[sandbox\] |[A-Za-z_.]*(Error|Exception|Exit)\b)", line):
             return line
     return lines[-1] if lines else "(no output)"
 
@@ -336,12 +337,16 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
             output = plan.log_file.read_text(errors="replace")
             record_root, extra = plan.cwd / "runs", {"kaggle-kernel.log": plan.log_file}
         else:
-            output = (plan.cwd / "stderr").read_text(errors="replace") if (plan.cwd / "stderr").is_file() else ""
+            output = plan.log_file.read_text(errors="replace")  # the sandbox's own messages
+            if (plan.cwd / "stderr").is_file():
+                output += (plan.cwd / "stderr").read_text(errors="replace")
             record_root = plan.cwd / "runs"
             extra = {"codalab/stdout": plan.cwd / "stdout", "codalab/stderr": plan.cwd / "stderr"}
         records = sorted(p.parent for p in record_root.glob(f"*/{RUN_JSON}")
                          if not p.parent.name.startswith(".") and not p.parent.is_symlink()) \
             if record_root.is_dir() and not record_root.is_symlink() else []
+        if rc == sandbox.SETUP_FAILED and "[sandbox] setup failed" in output:
+            raise HarnessError(f"the sandbox could not be set up: {last_error_line(output)}")
         if rc != 0 or not records:
             raise PreflightFailed(f"the {platform} bundle failed in the {desc.image} environment "
                                   f"(exit status {rc}): {last_error_line(output)}")
@@ -356,17 +361,32 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
                 tail = (root / "local.log").read_text(errors="replace")
                 raise HarnessError(f"the local run of spec {spec_hash[:8]} failed (exit status {local_rc}): "
                                    f"{last_error_line(tail)}")
-        return Preflight(platform, record, local, env, iso, local_proc is not None)
+        return Preflight(platform, record, local, env, iso, local_proc is not None, root if keep else None)
     finally:
         for proc in started:  # never leave a training process behind
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if not keep:
+        if keep:
+            log(f"[preflight] sandbox kept: {root}")
+        else:  # the command's user owns files in it; the namespaces and their mounts are gone
             subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
 # --- The verdict -------------------------------------------------------------------------------
+
+LIBRARY_ORDER = ("packages.tensorflow", "packages.keras", "packages.numpy", "packages.h5py")
+
+
+def _library_rank(d) -> tuple[int, str]:
+    return (LIBRARY_ORDER.index(d.what) if d.what in LIBRARY_ORDER else len(LIBRARY_ORDER)
+            + d.what.startswith("python"), d.what)
+
+
+def _library_change(d) -> str:
+    """`tensorflow 2.20.0 → 2.21.0`: the platform's version first, then the local one."""
+    return f"{d.what.removeprefix('packages.')} {d.a} → {d.b}"
+
 
 def verdict(result: Preflight, tolerance_pp: float | None = None):
     """(the one verdict line, the comparison of the two records)."""
@@ -386,14 +406,16 @@ def verdict(result: Preflight, tolerance_pp: float | None = None):
     group = pre[0]
     pair = group.pair(pre[1], loc[1])
     a, b = pair.a.fields, pair.b.fields
-    libs = [d.describe() for d in pair.differences if d.what.startswith(("packages.", "python"))]
+    libs = [_library_change(d) for d in sorted(pair.differences, key=_library_rank)
+            if d.what.startswith(("packages.", "python"))]
     wa, wb = str(a.get("weights_sha256") or "?")[:8], str(b.get("weights_sha256") or "?")[:8]
     if pair.verdict == "identical":
         line = f"{name}: identical to local (weights {wa} = {wb})"
         line += f" although {', '.join(libs)}" if libs else " with the same libraries"
         return line, cmp
     share = f"{pair.agreement.share:.2%} of test predictions agree" if pair.agreement.share is not None else ""
-    numerics = [d.describe() for d in pair.differences if d.what.startswith(NUMERIC_FACETS)]
+    numerics = [_library_change(d) if d.what.startswith(("packages.", "python")) else d.describe()
+                for d in sorted(pair.differences, key=_library_rank) if d.what.startswith(NUMERIC_FACETS)]
     what = f"; the numerics that differ: {', '.join(numerics)}" if numerics else "; no recorded numerics differ"
     acc = f"accuracy {a['test_accuracy']:.4f} vs local {b['test_accuracy']:.4f} ({-pair.delta_pp:+.2f} pp)"
     if pair.verdict == "same predictions":

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 SANDBOX_USER = "harness-sandbox"
+SETUP_FAILED = 125  # the exit status when the sandbox itself could not be set up (as Docker uses it)
 HERE = Path(__file__).resolve()
 
 
@@ -244,6 +245,9 @@ def _enter(plan_file: str) -> None:
     if plan["uid"] is not None:
         if shutil.which("ip"):  # a cut-off machine still has loopback, as a container does
             subprocess.run(["ip", "link", "set", "lo", "up"], stderr=subprocess.DEVNULL, check=False)
+        for src, dest in plan["binds"]:  # first: a source may lie under a folder a mask covers
+            _mount("--bind", src, dest)
+            _mount("-o", "remount,bind,ro", dest)
         stage = Path(plan["stage"])
         staged = []
         for i, path in enumerate(plan["expose"]):  # bind them aside before the masks cover them
@@ -257,9 +261,6 @@ def _enter(plan_file: str) -> None:
             _mount_point(Path(path), target.is_dir())
             _mount("--move", str(target), path)
             _mount("-o", "remount,bind,ro", path)
-        for src, dest in plan["binds"]:
-            _mount("--bind", src, dest)
-            _mount("-o", "remount,bind,ro", dest)
         os.setgroups([])
         os.setgid(plan["gid"])
         os.setuid(plan["uid"])
@@ -268,4 +269,8 @@ def _enter(plan_file: str) -> None:
 
 
 if __name__ == "__main__":
-    _enter(sys.argv[1])
+    try:
+        _enter(sys.argv[1])
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+        print(f"[sandbox] setup failed: {e}", file=sys.stderr)
+        sys.exit(SETUP_FAILED)
