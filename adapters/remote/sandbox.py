@@ -18,11 +18,13 @@ imports nothing but the standard library.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -209,20 +211,31 @@ def run(plan: SandboxPlan, iso: Isolation, echo: Callable[[str], None] | None = 
     """Run the plan; the command's output goes to `plan.log_file` (and, line by line, to `echo`)."""
     argv = prepare(plan, iso)
     if plan.log_file is None:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True) as proc:
+            try:
+                return proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
     with open(plan.log_file, "w", encoding="utf-8", errors="replace") as log, \
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, errors="replace") as proc:
+                             text=True, errors="replace", start_new_session=True) as proc:
         try:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
                 if echo:
                     echo(line.rstrip("\n"))
-        except BaseException:  # Ctrl-C: the command stops too
-            proc.kill()
+        except BaseException:  # Ctrl-C: the command and its children stop too (a kernel runs the harness
+            _kill_group(proc)  # in a child process)
             raise
         return proc.wait()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 # --- Inside the namespaces ---------------------------------------------------------------

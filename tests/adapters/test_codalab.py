@@ -77,7 +77,8 @@ def worker_env(work: Path, tmp: Path) -> dict[str, str]:
 def worker(bundle, image_envs, tmp_path_factory) -> types.SimpleNamespace:
     """The bundle run by `run.py preflight codalab` (which also runs the same spec locally, in parallel)."""
     tmp = tmp_path_factory.mktemp("worker")
-    deps = {d["key"]: bundle.dir / bundle.manifest["bundles"][d["key"]]["path"] for d in bundle.manifest["dependencies"]}
+    deps = {d["key"]: bundle.dir / bundle.manifest["bundles"][d["key"]]["path"]
+            for d in bundle.manifest["dependencies"]}
     before = {key: snapshot(dest) for key, dest in deps.items()}
     runs = tmp / "runs"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "CODALAB"}
@@ -278,7 +279,8 @@ def test_worker_runs_as_a_non_root_user_with_symlinked_read_only_dependencies(wo
     assert worker.rc == 0, worker_failed(worker)
     for key in worker.deps:  # ./<key> -> /<uuid>_dependencies/<key>, as the worker links them
         link = worker.work / key
-        assert link.is_symlink() and Path(os.readlink(link)) == worker.work.parent / f"{worker.work.name}_dependencies" / key
+        mount = worker.work.parent / f"{worker.work.name}_dependencies" / key
+        assert link.is_symlink() and Path(os.readlink(link)) == mount
     adopted = json.loads((worker.records["codalab"] / "run.json").read_text())["environment"]["platform_info"]
     iso = adopted["preflight_isolation"]
     if os.geteuid() == 0:  # as root a test proves nothing: root writes through read-only files

@@ -190,8 +190,8 @@ def test_sandbox_runs_as_another_user_without_network_and_inputs_read_only(tmp_p
     root = sandbox.make_root()
     try:
         work = root / "work"
-        script = ("id -u; cat in/data.txt; (echo x > in/data.txt) 2>&1 | tail -1; awk 'NR > 2 {print $1}' /proc/net/dev; "
-                  "ls /root 2>&1 | head -1; echo ok > out.txt && echo wrote")
+        script = ("id -u; cat in/data.txt; (echo x > in/data.txt) 2>&1 | tail -1; "
+                  "awk 'NR > 2 {print $1}' /proc/net/dev; ls /root 2>&1 | head -1; echo ok > out.txt && echo wrote")
         plan = sandbox.SandboxPlan(root=root, argv=["/bin/bash", "-c", script], cwd=work,
                                    env={"PATH": "/usr/bin:/bin"}, readonly={src: work / "in"}, writable=[work],
                                    log_file=root / "log")
