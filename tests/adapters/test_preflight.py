@@ -206,3 +206,15 @@ def test_sandbox_runs_as_another_user_without_network_and_inputs_read_only(tmp_p
         assert (src / "data.txt").read_text() == "mnist\n"
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_versions_are_read_under_every_distribution_name(image_envs):
+    # The CodaLab image installs TensorFlow as `tensorflow-cpu`: the record must still say 2.21.0.
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from core.environment import package_versions; "
+            "import json; print(json.dumps(package_versions()))")
+    for platform, env in image_envs.items():
+        out = subprocess.run([str(env.python), "-I", "-c", code], capture_output=True, text=True, check=True)
+        versions = json.loads(out.stdout)
+        desc = images.load_image(platform)
+        assert versions["tensorflow"] == desc.version_of(*images.ALIASES[0]) is not None, platform
+        assert versions["keras"] == desc.version_of("keras") and versions["comet_ml"] is None
