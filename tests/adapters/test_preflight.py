@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.remote import images, sandbox
+from adapters.remote import images, preflight, sandbox
 from core.errors import UsageError
 from results.compare import VERDICTS, compare
 from results.loaders import discover
@@ -75,6 +75,9 @@ def test_kaggle_preflight_compares_with_a_local_run_of_the_same_spec(kaggle):
     pre = json.loads((kaggle.records["kaggle"] / "run.json").read_text())
     assert local["spec_hash"] == pre["spec_hash"] and local["data_digest"] == pre["data_digest"]
     assert "preflight" not in local["environment"]["platform_info"]
+    # A second preflight of the spec reuses this local record; a preflight record never stands in for one.
+    assert preflight.find_local(kaggle.runs, pre["spec_hash"]) == kaggle.records["local"]
+    assert preflight.find_local(kaggle.runs, "0" * 64) is None
 
     out = kaggle.proc.stdout.splitlines()
     line = out[0]
