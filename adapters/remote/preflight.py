@@ -176,7 +176,8 @@ def kaggle_input(slug: str) -> Path:
     return folder
 
 
-def kaggle_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbox.SandboxPlan, dict[str, Any]]:
+def kaggle_plan(bundle: Path, desc: images.ImageDescription, env: images.ImageEnv,
+                root: Path) -> tuple[sandbox.SandboxPlan, dict[str, Any]]:
     """/kaggle as a script kernel sees it: input/<slug> read-only, working/ the cwd, the code in src/."""
     meta, code = kaggle_code(bundle)
     datasets = [str(d) for d in meta.get("dataset_sources") or []] or ["hojjatk/mnist-dataset"]
@@ -187,9 +188,8 @@ def kaggle_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbox
     (kroot / "src").mkdir(parents=True)
     (kroot / "src" / "kernel.py").write_text(code)
     (kroot / "src" / "kernel.py").chmod(0o444)
-    desc = env.record["image"]
     run_env = {"PATH": f"{env.folder / 'bin'}:{DOCKER_PATH}", "HOME": str(root / "home"), "LANG": "C.UTF-8",
-               "TMPDIR": str(root / "tmp"), "KAGGLE_ROOT": str(kroot), **desc["run"].get("env", {}),
+               "TMPDIR": str(root / "tmp"), "KAGGLE_ROOT": str(kroot), **desc.run.get("env", {}),
                "MNIST_HARNESS_CACHE": str(root / "home" / ".cache" / "mnist-harness"), **_passed_env()}
     plan = sandbox.SandboxPlan(
         root=root, argv=[str(env.python), str(kroot / "src" / "kernel.py")], cwd=kroot / "working", env=run_env,
@@ -198,7 +198,8 @@ def kaggle_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbox
     return plan, {"network": bool(meta.get("enable_internet")), "datasets": datasets, "code": code}
 
 
-def codalab_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbox.SandboxPlan, dict[str, Any]]:
+def codalab_plan(bundle: Path, desc: images.ImageDescription, env: images.ImageEnv,
+                 root: Path) -> tuple[sandbox.SandboxPlan, dict[str, Any]]:
     """A CodaLab worker's layout (codalab/worker/worker_run_state.py, docker_utils.py): the run bundle
     at /<uuid>, each dependency read-only at /<uuid>_dependencies/<key> and reached by a symlink
     <key> in the bundle folder, HOME the bundle folder, CODALAB=true, the command as
@@ -213,12 +214,12 @@ def codalab_plan(bundle: Path, env: images.ImageEnv, root: Path) -> tuple[sandbo
         (work / key).symlink_to(deps_dir / key)
     command = info["command"] if info["command"].endswith(";") else f"{info['command']};"
     run_env = {"PATH": f"{env.folder / 'bin'}:{DOCKER_PATH}", "HOME": str(work),
-               **env.record["image"]["run"].get("env", {}), "CODALAB": "true", **_passed_env()}
+               **desc.run.get("env", {}), "CODALAB": "true", **_passed_env()}
     plan = sandbox.SandboxPlan(root=root, argv=["/bin/bash", "-c", f"( {command} ) >stdout 2>stderr"], cwd=work,
                                env=run_env, readonly=readonly, expose=[env.folder, env.base_prefix],
                                writable=[work], log_file=root / "sandbox.log")  # the command redirects its own
     # `cl run` asks for network unless told otherwise (--request-network defaults to True).
-    return plan, {"network": bool(env.record["image"]["run"].get("network", True)), "uuid": uuid,
+    return plan, {"network": bool(desc.run.get("network", True)), "uuid": uuid,
                   "spec_file": bundle / "code" / "spec.yaml"}
 
 
@@ -305,12 +306,12 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
     started = []
     try:
         if platform == "kaggle":
-            plan, facts = kaggle_plan(bundle, env, root)
+            plan, facts = kaggle_plan(bundle, desc, env, root)
             spec_hash, spec_yaml = kaggle_spec(facts["code"], bundle)
             spec_file = root / "spec.yaml"
             spec_file.write_bytes(spec_yaml)
         elif platform == "codalab":
-            plan, facts = codalab_plan(bundle, env, root)
+            plan, facts = codalab_plan(bundle, desc, env, root)
             spec_file = facts["spec_file"]
             spec_hash = load_spec(spec_file).hash
         else:
@@ -320,8 +321,9 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
         iso = sandbox.isolation(network_off=offline or not facts["network"], log=log)
         for note in iso.notes:
             log(f"[preflight] {note}")
+        net = " (the platform's run has network; --offline cuts it)" if facts["network"] and not offline else ""
         log(f"[preflight] running the {platform} bundle {bundle} in {env.folder.name} "
-            f"(Python {env.record['python']['version']}), {iso.describe()}")
+            f"(Python {env.record['python']['version']}), {iso.describe()}{net}")
 
         local = find_local(runs_dir, spec_hash)
         local_proc = None
