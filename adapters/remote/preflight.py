@@ -66,9 +66,9 @@ class Preflight:
 
 # --- Bundles ---------------------------------------------------------------------------------
 
-def _read_bounded(path: Path, limit: int) -> bytes:
+def _read_bounded(path: Path, limit: int, hint: str = "") -> bytes:
     if path.is_symlink() or not path.is_file():
-        raise UsageError(f"{path}: not a regular file")
+        raise UsageError(f"{path.parent}: no {path.name} (or not a regular file){hint}")
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
@@ -81,7 +81,8 @@ def kaggle_code(bundle: Path) -> tuple[dict[str, Any], str]:
     from adapters import kaggle
 
     try:
-        meta = json.loads(_read_bounded(bundle / kaggle.METADATA_FILE, 1 << 20))
+        meta = json.loads(_read_bounded(bundle / kaggle.METADATA_FILE, 1 << 20,
+                                        ": not a Kaggle bundle; write one with `run.py bundle kaggle --out DIR`"))
         code_name = Path(str(meta["code_file"])).name
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{bundle}: no readable {kaggle.METADATA_FILE} ({e}); "
@@ -137,7 +138,8 @@ def codalab_manifest(bundle: Path) -> dict[str, Any]:
     from adapters import codalab
 
     try:
-        manifest = json.loads(_read_bounded(bundle / codalab.MANIFEST, 1 << 20))
+        manifest = json.loads(_read_bounded(bundle / codalab.MANIFEST, 1 << 20,
+                                            ": not a CodaLab bundle; write one with `run.py bundle codalab --out DIR`"))
         deps = {str(d["key"]): str(manifest["bundles"][d["key"]]["path"]) for d in manifest["dependencies"]}
         command = str(manifest["command"])
     except (ValueError, KeyError, TypeError) as e:
@@ -298,6 +300,12 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
                   log: Callable[[str], None] = print) -> Preflight:
     """Build (or reuse) the image environment, run the bundle in the sandbox, adopt its record and
     make sure a local record of the same spec exists. Raises PreflightFailed if the bundle crashed."""
+    if platform not in ("kaggle", "codalab"):
+        raise UsageError(f"preflight knows kaggle and codalab, not {platform!r}")
+    if platform == "kaggle":  # a bad bundle fails before anything is built
+        kaggle_code(bundle)
+    else:
+        codalab_manifest(bundle)
     desc = images.load_image(platform, overrides)
     env = images.build_env(desc, log=log)
     if env.record["python"]["note"]:
