@@ -60,9 +60,12 @@ def main(command: str, argv: list[str]) -> int:
         bundle = args.bundle
         if bundle is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="preflight-bundle-")))
-            make = preflight.make_kaggle_bundle if args.platform == "kaggle" else preflight.make_codalab_bundle
             with contextlib.redirect_stdout(sys.stderr):
-                bundle = make(spec_from_args(args), folder / "bundle")
+                if args.platform == "kaggle":
+                    bundle = preflight.make_kaggle_bundle(spec_from_args(args), folder / "bundle")
+                else:
+                    bundle = preflight.make_codalab_bundle(spec_from_args(args), folder / "bundle",
+                                                           spec_overrides(args))
         elif not bundle.is_dir():
             raise UsageError(f"{bundle}: not a folder; give a bundle folder from `run.py bundle {args.platform}`")
         result = preflight.run_preflight(args.platform, bundle, overrides=overrides, runs_dir=args.runs_dir,

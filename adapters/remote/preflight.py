@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import zipfile
@@ -78,7 +77,7 @@ def _read_bounded(path: Path, limit: int, hint: str = "") -> bytes:
 
 def kaggle_code(bundle: Path) -> tuple[dict[str, Any], str]:
     """(kernel-metadata.json, the kernel's Python code) of a bundle folder; a notebook's one code cell."""
-    from adapters import kaggle
+    from adapters.remote import kaggle
 
     try:
         meta = json.loads(_read_bounded(bundle / kaggle.METADATA_FILE, 1 << 20,
@@ -119,23 +118,22 @@ def kaggle_spec(code: str, where: Path) -> tuple[str, bytes]:
 
 
 def make_kaggle_bundle(spec: ExperimentSpec, out: Path) -> Path:
-    from adapters import kaggle
+    from adapters.remote import kaggle
 
     kaggle.build_bundle(out, spec, kernel="preflight/mnist-preflight-bundle")
     return out
 
 
-def make_codalab_bundle(spec: ExperimentSpec, out: Path) -> Path:
-    from adapters import codalab
+def make_codalab_bundle(spec: ExperimentSpec, out: Path, overrides: dict[str, Any] | None = None) -> Path:
+    from adapters.remote import codalab
 
-    out.mkdir(parents=True)
-    codalab.build_bundle(out, spec, codalab.bundle_parser().parse_args(["--out", str(out)]))
+    codalab.bundle(out, spec, codalab.Resources.defaults(), overrides or {})
     return out
 
 
 def codalab_manifest(bundle: Path) -> dict[str, Any]:
     """The manifest of a CodaLab bundle folder, its dependency paths confined to the folder."""
-    from adapters import codalab
+    from adapters.remote import codalab
 
     try:
         manifest = json.loads(_read_bounded(bundle / codalab.MANIFEST, 1 << 20,
@@ -236,39 +234,24 @@ def last_error_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def adopt(record: Path, runs_dir: Path, extra: dict[str, Path], info: dict[str, Any]) -> Path:
-    """Copy a record the sandbox wrote into runs_dir (plain files only), with `info` in its platform_info."""
-    from results.loaders.record import validate_run
+def adopt(record: Path, runs_dir: Path, platform: str, extra: dict[str, Path], info: dict[str, Any],
+          log: Callable[[str], None] = print) -> Path:
+    """Bring a record the sandbox wrote into runs_dir as every pull does (transfer.adopt_record: no links,
+    no special files, bounded, validated, one rename), with `info` in its platform_info."""
+    from adapters.remote import transfer
 
-    run = validate_run(read_run_json(record), str(record))
-    run_id = str(run["run_id"])
-    if not re.match(r"^[\w.-]+$", run_id) or run_id.startswith("."):
-        raise PreflightFailed(f"{record}: unusable run_id {run_id!r}")
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    dest = runs_dir / run_id
-    if dest.exists():
-        raise PreflightFailed(f"{dest} already exists")
-    partial = runs_dir / f"{PARTIAL_PREFIX}{run_id}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    for path in sorted(record.rglob("*")):
-        st = path.lstat()
-        rel = path.relative_to(record)
-        if stat.S_ISDIR(st.st_mode):
-            (partial / rel).mkdir()
-        elif stat.S_ISREG(st.st_mode):
-            shutil.copyfile(path, partial / rel)
-        else:  # a link or a device in a record is refused, never followed
-            shutil.rmtree(partial)
-            raise PreflightFailed(f"{record}: {rel} is not a plain file; record not adopted")
-    for name, src in extra.items():
-        if src.is_file() and not src.is_symlink():
-            (partial / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, partial / name)
-    environment = read_run_json(partial)["environment"]
-    platform_info = {**environment.get("platform_info", {}), "preflight": True, **info}
-    update_run_json(partial, {"environment": {**environment, "platform_info": platform_info}})
-    os.replace(partial, dest)
+    where = f"preflight record {record.name}"
+    transfer.check_tree(record, where)  # before copying: the sandbox's user wrote it
+    with transfer.staging(runs_dir, f"{platform}-preflight") as stage:
+        copy = stage / record.name
+        shutil.copytree(record, copy, symlinks=True)
+        environment = read_run_json(copy).get("environment")
+        if not isinstance(environment, dict):
+            raise transfer.Refused(f"{where}: run.json has no environment")
+        platform_info = {**(environment.get("platform_info") or {}), "preflight": True, **info}
+        update_run_json(copy, {"environment": {**environment, "platform_info": platform_info}})
+        dest, _ = transfer.adopt_record(copy, runs_dir, platform=platform, extras=extra, log=log,
+                                        links={"preflight": True, "preflighted_at": info["preflighted_at"]})
     return dest
 
 
@@ -361,7 +344,7 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
         info = {"preflight_image": {"image": desc.image, "hash": desc.hash, "python": env.record["python"],
                                     "overrides": desc.overrides, "env": str(env.folder)},
                 "preflight_isolation": iso.to_dict(), "preflighted_at": utc_now()}
-        record = adopt(records[-1], runs_dir, extra, info)
+        record = adopt(records[-1], runs_dir, platform, extra, info, log=log)
         if local_proc is not None:
             local_rc = local_proc.wait()
             local = find_local(runs_dir, spec_hash)
