@@ -221,3 +221,29 @@ def test_versions_are_read_under_every_distribution_name(image_envs):
         desc = images.load_image(platform)
         assert versions["tensorflow"] == desc.version_of(*images.ALIASES[0]) is not None, platform
         assert versions["keras"] == desc.version_of("keras") and versions["comet_ml"] is None
+
+
+def test_the_verdict_line_for_each_verdict(tmp_path):
+    from results.synthetic import write_record
+
+    local = write_record(tmp_path / "local", accuracy=0.9912, weights="w-local", run_id="20260105T090000Z-local-1")
+    cases = {"identical": dict(weights="w-local", accuracy=0.9912),
+             "within noise": dict(weights="w-kaggle", accuracy=0.9910),
+             "divergent": dict(weights="w-kaggle-2", accuracy=0.9700)}
+    for i, (expected, kw) in enumerate(cases.items()):
+        record = write_record(tmp_path / f"kaggle-{i}", platform="kaggle", machine="kaggle-gpu",
+                              run_id=f"20260105T09000{i}Z-kaggle-{i}", **kw)
+        result = preflight.Preflight("kaggle", record, local, env=None, isolation=None, ran_local=False)
+        line, cmp = preflight.verdict(result)
+        assert cmp.n_runs == 2
+        if expected == "identical":
+            assert line.startswith("kaggle image: identical to local (weights ")
+            assert "although tensorflow 2.18.0 → 2.21.0, keras 3.8.0 → 3.15.1, numpy 1.26.4 → 2.4.6" in line
+        elif expected == "within noise":
+            assert line.startswith("kaggle image: within noise of local (accuracy ")
+            assert "expect a slightly different result on kaggle; the numerics that differ: tensorflow 2.18.0" in line
+        else:
+            assert line.startswith("kaggle image: divergent: expect a different result on kaggle (accuracy ")
+            acc = [json.loads((r / "run.json").read_text())["metrics"]["test_accuracy"] for r in (record, local)]
+            assert f"({(acc[0] - acc[1]) * 100:+.2f} pp)" in line and acc[0] < acc[1]
+            assert "the numerics that differ: tensorflow 2.18.0 → 2.21.0" in line
