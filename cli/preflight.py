@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder from `run.py bundle PLATFORM --out DIR` (default: one is made from the "
                              "spec options)")
     parser.add_argument("--with", dest="with_", action="append", default=[], metavar="PACKAGE==VERSION",
-                        help="override one of the image's versions (repeatable): --with tensorflow==2.22.0")
+                        help="override one of the image's versions (repeatable): --with tensorflow==2.19.1")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
                         help="where the preflight record goes and the local record is looked for (default: runs/)")
     parser.add_argument("--offline", action="store_true",

@@ -88,7 +88,7 @@ def parse_with(values: Sequence[str]) -> dict[str, str]:
     for value in values:
         m = PIN.match(value.strip())
         if not m:
-            raise UsageError(f"--with {value!r}: expected PACKAGE==VERSION, e.g. --with tensorflow==2.22.0")
+            raise UsageError(f"--with {value!r}: expected PACKAGE==VERSION, e.g. --with tensorflow==2.19.1")
         out[m.group(1)] = m.group(2)
     return out
 
