@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -36,7 +35,7 @@ from adapters.base import Option, Platform
 from core import data
 from core.backend import backend_name
 from core.data import DataError, Mnist
-from core.environment import HARNESS_ROOT
+from core.environment import HARNESS_ROOT, installed_version
 from core.errors import HarnessError, UsageError
 from core.record import read_run_json
 from core.spec import ExperimentSpec
@@ -252,10 +251,7 @@ def flow_identity(spec: ExperimentSpec) -> tuple[str, str, str]:
 
 
 def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "none"
+    return installed_version(package) or "none"  # tensorflow-cpu, tensorflow-intel, ... count as tensorflow
 
 
 def build_flow(spec: ExperimentSpec):

@@ -178,7 +178,8 @@ def pull_codalab(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py pull codalab",
                                      description="Download a CodaLab run bundle (`cl download`) and put its run "
                                                  "record into the runs folder.")
-    parser.add_argument("bundle", help="run bundle: uuid or name, as `cl download` takes it")
+    parser.add_argument("bundle", help="run bundle: <instance>::<uuid> (push prints it), its uuid, or WORKSHEET//NAME; "
+                                       "a bare NAME resolves only in the current worksheet of this shell's `cl` session")
     _runs_dir(parser)
     args = parser.parse_args(argv)
     pulled = codalab.pull(args.bundle, args.runs_dir, force=args.force)

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+from importlib import machinery, metadata
 from pathlib import Path
 from typing import Any
 
@@ -79,24 +79,58 @@ def gpu_info() -> list[dict[str, str]]:
     return gpus
 
 
-# A library installed under another distribution name: TensorFlow's Docker images install
-# `tensorflow-cpu`, Windows wheels `tensorflow-intel`; metadata.version("tensorflow") is None there.
-DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos",
-                                "tf-nightly", "tf-nightly-cpu")}
+# One import name, several distributions: TensorFlow's CPU image installs `tensorflow-cpu`
+# (its Dockerfile installs ${TENSORFLOW_PACKAGE}), Windows wheels are `tensorflow-intel`,
+# Apple's `tensorflow-macos`, ARM Linux `tensorflow-aarch64`, nightlies `tf-nightly*`.
+# Asking only for the distribution named `tensorflow` reads None in all of those.
+DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
+                   "tensorflow-aarch64", "tensorflow-rocm", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu",
+                   "tf-nightly-gpu"),
+    "keras": ("keras", "keras-nightly"),
+    "jax": ("jax", "jax-nightly"),
+    "comet_ml": ("comet_ml",),
+}
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of a library, under any of its distribution names; None when absent."""
-    for dist in DISTRIBUTIONS.get(name, (name,)):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+def installed_version(module: str, path: list[str] | None = None) -> str | None:
+    """The installed version of the package imported as `module`, whatever its distribution is called.
+
+    None when no module of that name is on `path` (sys.path by default). Otherwise the
+    known distribution names first (cheap), then whichever distribution ships the
+    top-level module, then the module's `__version__` if something already imported it
+    (it is never imported here: the fingerprint stays cheap).
+    """
+    this_process = path is None  # only then does sys.modules say anything about `path`
+    path = list(sys.path if this_process else path)
+    if machinery.PathFinder.find_spec(module, path) is None and not (this_process and module in sys.modules):
+        return None
+    known = DISTRIBUTIONS.get(module, (module,))
+    for names in (known, None):  # the scan of every distribution only when no known name is installed
+        for name in names or _providers(module, path):
+            dist = next(iter(metadata.distributions(name=name, path=path)), None)
+            if dist is not None and dist.version:
+                return dist.version
+    loaded = sys.modules.get(module) if this_process else None
+    version = getattr(loaded, "__version__", None)
+    return version if isinstance(version, str) else None
+
+
+def _providers(module: str, path: list[str]) -> list[str]:
+    """Distributions that ship the top-level module `module` (their top_level.txt, else their RECORD)."""
+    names = set()
+    for dist in metadata.distributions(path=path):
+        top = (dist.read_text("top_level.txt") or "").split()
+        if not top:
+            top = [f.parts[0].removesuffix(".py") for f in dist.files or () if f.parts]
+        if module in top and dist.metadata["Name"]:
+            names.add(dist.metadata["Name"])
+    return sorted(names)
 
 
 def package_versions() -> dict[str, str | None]:
-    return {name: package_version(name) for name in PACKAGES}
+    """{import name: installed version or None} for the packages that can move a number."""
+    return {name: installed_version(name) for name in PACKAGES}
 
 
 HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
