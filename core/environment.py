@@ -16,6 +16,8 @@ from importlib import machinery, metadata
 from pathlib import Path
 from typing import Any
 
+from core import console
+
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
 # Variables that change numerics or threading, or tell which accelerator is used.
@@ -41,7 +43,9 @@ def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment variables that affect numerics, secrets redacted."""
     if environ is None:
         environ = {k: v for k, v in os.environ.items() if k in _ENV_AT_START or not k.startswith(SET_BY_IMPORTS)}
-    return redact_env({k: v for k, v in environ.items() if k.startswith(NUMERIC_ENV_PREFIXES)})
+    # How much TensorFlow logs moves no number; `environment.logging` records it (core/console.py).
+    return redact_env({k: v for k, v in environ.items()
+                       if k.startswith(NUMERIC_ENV_PREFIXES) and k not in console.LOGGING_ENV})
 
 
 def cpu_info() -> dict[str, Any]:
@@ -182,6 +186,7 @@ def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "packages": package_versions(),
         "env": numeric_env(),
         "harness": git_state(),
+        "logging": console.logging_state(),
     }
     if extra:
         fp.update(redact_nested(extra))

@@ -331,6 +331,18 @@ def test_worker_runs_as_a_non_root_user_with_symlinked_read_only_dependencies(wo
     assert adopted["preflight"] is True and (worker.records["codalab"] / "codalab" / "stderr").is_file()
 
 
+def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
+    """The worker's stderr is what a CodaLab user reads: run.py quiets it there as on a laptop (issue #20)."""
+    assert worker.rc == 0, stderr_tail(worker.work)
+    stderr, stdout = (worker.work / "stderr").read_text(), (worker.work / "stdout").read_text()
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in stderr, noise
+    assert "[run] completed: test accuracy " in stdout and "run record: runs/" in stdout
+    [record] = (worker.work / "runs").iterdir()
+    assert json.loads((record / "run.json").read_text())["environment"]["logging"]["level_set_by"] == "harness"
+
+
 def test_worker_writes_nothing_into_the_dependencies(worker):
     assert worker.rc == 0, worker_failed(worker)
     for key in worker.deps:
