@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -294,7 +295,7 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
     if env.record["python"]["note"]:
         log(f"[preflight] {env.record['python']['note']}")
     root = sandbox.make_root(sandbox_parent, prefix=f"harness-preflight-{platform}-")
-    started = []
+    started, unadopted = [], None
     try:
         if platform == "kaggle":
             plan, facts = kaggle_plan(bundle, desc, env, root)
@@ -338,13 +339,21 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
             if record_root.is_dir() and not record_root.is_symlink() else []
         if rc == sandbox.SETUP_FAILED and "[sandbox] setup failed" in output:
             raise HarnessError(f"the sandbox could not be set up: {last_error_line(output)}")
-        if rc != 0 or not records:
-            raise PreflightFailed(f"the {platform} bundle failed in the {desc.image} environment "
-                                  f"(exit status {rc}): {last_error_line(output)}")
         info = {"preflight_image": {"image": desc.image, "hash": desc.hash, "python": env.record["python"],
                                     "overrides": desc.overrides, "env": str(env.folder)},
                 "preflight_isolation": iso.to_dict(), "preflighted_at": utc_now()}
+        if records:  # until it is in runs_dir, a finished record keeps the sandbox from being removed
+            unadopted = records[-1]
+        if rc != 0 or not records:
+            failed = ""
+            if records:  # a run that failed still publishes its record (status failed): keep it with the rest
+                with contextlib.suppress(HarnessError):
+                    failed = f"; its record: {adopt(records[-1], runs_dir, platform, extra, info, log=log)}"
+                    unadopted = None
+            raise PreflightFailed(f"the {platform} bundle failed in the {desc.image} environment "
+                                  f"(exit status {rc}): {last_error_line(output)}{failed}")
         record = adopt(records[-1], runs_dir, platform, extra, info, log=log)
+        unadopted = None
         if local_proc is not None:
             local_rc = local_proc.wait()
             local = find_local(runs_dir, spec_hash)
@@ -358,7 +367,9 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if keep:
+        if unadopted is not None:
+            log(f"[preflight] the bundle's record did not reach {runs_dir}; it stays in {unadopted}")
+        if keep or unadopted is not None:
             log(f"[preflight] sandbox kept: {root}")
         else:  # the command's user owns files in it; the namespaces and their mounts are gone
             subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
