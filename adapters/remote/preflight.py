@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adapters.remote import images, sandbox
+from core.console import LOGGING_ENV
 from core.data import IDX_NAMES, cache_dir, load_mnist
 from core.environment import HARNESS_ROOT, NUMERIC_ENV_PREFIXES
 from core.errors import HarnessError, UsageError
@@ -156,7 +157,9 @@ def codalab_manifest(bundle: Path) -> dict[str, Any]:
 # --- The platforms' layouts --------------------------------------------------------------------
 
 def _passed_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV) and k != "HARNESS_IMAGES_DIR"}
+    # Not how much TensorFlow logs (core.console.LOGGING_ENV): the platform's run has its own log as run.py makes it.
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(PASSED_ENV) and k != "HARNESS_IMAGES_DIR" and k not in LOGGING_ENV}
 
 
 def kaggle_input(slug: str) -> Path:
