@@ -278,7 +278,7 @@ def start_local(spec_file: Path, runs_dir: Path, log_file: Path) -> subprocess.P
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "CODALAB"}
     log = open(log_file, "w")
     return subprocess.Popen([sys.executable, str(HARNESS_ROOT / "run.py"), "run", "--platform", "local",
-                             "--spec", str(spec_file), "--runs-dir", str(runs_dir)],
+                             "--spec", str(spec_file.resolve()), "--runs-dir", str(runs_dir.resolve())],
                             cwd=HARNESS_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
@@ -360,10 +360,12 @@ def run_preflight(platform: str, bundle: Path, *, overrides: dict[str, str], run
         if local_proc is not None:
             local_rc = local_proc.wait()
             local = find_local(runs_dir, spec_hash)
-            if local_rc != 0 or local is None:
+            if local_rc != 0:
                 tail = (root / "local.log").read_text(errors="replace")
                 raise HarnessError(f"the local run of spec {spec_hash[:8]} failed (exit status {local_rc}): "
                                    f"{last_error_line(tail)}")
+            if local is None:
+                raise HarnessError(f"the local run of spec {spec_hash[:8]} left no completed record in {runs_dir}")
         return Preflight(platform, record, local, env, iso, local_proc is not None, root if keep else None)
     finally:
         for proc in started:  # never leave a training process behind

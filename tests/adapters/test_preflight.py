@@ -26,11 +26,11 @@ HANG = 1800  # seconds before a child counts as hung (a guard on a busy shared m
 AS_ROOT = os.geteuid() == 0
 
 
-def harness(*args: str, timeout: int = HANG) -> subprocess.CompletedProcess:
+def harness(*args: str, timeout: int = HANG, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`python run.py ARGS` as a user types it, with no Kaggle or CodaLab settings of this machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "CODALAB"}
-    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def kaggle(image_envs, tmp_path_factory) -> types.SimpleNamespace:
     bundle, runs = tmp / "bundle", tmp / "runs"
     built = harness("bundle", "kaggle", "--out", str(bundle), "--id", "tester/mnist-preflight", *TINY)
     assert built.returncode == 0, built.stderr
-    proc = harness("preflight", "kaggle", str(bundle), "--runs-dir", str(runs))
+    # From another folder, with relative paths, as a user runs it: records land in ./runs there.
+    proc = harness("preflight", "kaggle", "bundle", cwd=tmp)
     records = {json.loads((p / "run.json").read_text())["platform"]: p for p in runs.iterdir()} \
         if runs.is_dir() else {}
     return types.SimpleNamespace(proc=proc, runs=runs, records=records, env=image_envs["kaggle"],
