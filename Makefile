@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench data images clean codalab-cli
+.PHONY: run test bench data images clean codalab-cli beat-env
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,18 @@ $(CODALAB_STAMP): platforms/codalab/cl-requirements.txt
 	$(CODALAB_VENV)/bin/python -m pip install --disable-pip-version-check -q -r platforms/codalab/cl-requirements.txt
 	touch $(CODALAB_STAMP)
 
+# BEAT's executor and block interpreter: its own venv (numpy<2, jsonschema==3.2.0), see
+# platforms/beat/requirements.txt. `python run.py --platform beat` runs this on first use.
+BEAT_VENV := .venv-beat
+BEAT_STAMP := $(BEAT_VENV)/.installed
+
+$(BEAT_STAMP): platforms/beat/requirements.txt
+	test -x $(BEAT_VENV)/bin/python || $(PYTHON) -m venv $(BEAT_VENV)
+	$(BEAT_VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(BEAT_VENV)/bin/python -m pip install --disable-pip-version-check -q -r platforms/beat/requirements.txt
+	touch $(BEAT_STAMP)
+
+beat-env: $(BEAT_STAMP)
+
 clean:
-	rm -rf $(VENV) $(CODALAB_VENV) .pytest_cache
+	rm -rf $(VENV) $(CODALAB_VENV) $(BEAT_VENV) .pytest_cache

@@ -33,7 +33,7 @@ COMMANDS = Registry("command", {
     "repeat": "run the same spec with N seeds, to measure the noise band",
     "compare": "compare run records side by side, with reproducibility verdicts",
     "data": "fetch, verify or export MNIST",
-    "bundle": "write a platform bundle (kaggle, codalab)",
+    "bundle": "write a platform bundle (kaggle, codalab, beat)",
     "push": "upload a bundle, archive or saved run to its platform",
     "status": "status of a remote run",
     "pull": "download a remote run into runs/ as a run record",
