@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench data clean codalab-cli beat-env
+.PHONY: run test bench data images clean codalab-cli beat-env
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,16 @@ $(STAMP): requirements.txt
 data: $(STAMP)
 	$(PY) run.py data fetch
 
+# The platform images' environments for `run.py preflight` (platforms/*/image.yaml): built once into
+# the user cache, keyed by each description's hash, so this is a no-op when they are there.
+images: $(STAMP)
+	$(PY) run.py preflight kaggle --build-only
+	$(PY) run.py preflight codalab --build-only
+
 run: data
 	$(PY) run.py --platform local
 
-test: data
+test: data images
 	$(PY) -m pytest -q --durations=15
 
 bench: data
