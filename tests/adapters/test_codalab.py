@@ -34,7 +34,7 @@ from adapters.remote import codalab as remote_codalab
 from adapters.remote import transfer
 from cli import remote
 from core.data import FULL_DIGEST, SHAPES, Mnist, read_npz, verify
-from core.environment import HARNESS_STAMP, git_state
+from core.environment import HARNESS_STAMP, code_digest, git_state
 from core.errors import UsageError
 from core.spec import load_spec
 from results.loaders import discover
@@ -305,7 +305,7 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
     assert re.match(r"^0x[0-9a-f]{32}$", worker.work.name)
     assert info["bundle"]["bundles"]["code"].startswith("mnist-harness-code-")
     # No git in the worker: the commit comes from the stamp the bundle was built with.
-    assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP}
+    assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP, "code_sha256": code_digest()}
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
     # The image's interpreter: TensorFlow as the tensorflow-cpu distribution, read as 2.21.0.
     installed = worker.env.packages()

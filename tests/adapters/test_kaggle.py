@@ -335,7 +335,8 @@ def test_kernel_run_writes_a_record_that_loads_beside_a_local_run(runs):
     assert info["image"]["git_commit"] == "image-commit-1234" and info["accelerator"]["kind"] in ("cpu", "gpu")
     assert info["bundle"]["kernel"] == meta["id"] and info["bundle"]["spec_hash"] == run["spec_hash"]
     # No git in the kernel: the commit comes from the stamp the bundle was built with.
-    assert run["environment"]["harness"] == {**environment.git_state(), "from": environment.HARNESS_STAMP}
+    assert run["environment"]["harness"] == {**environment.git_state(), "from": environment.HARNESS_STAMP,
+                                             "code_sha256": environment.code_digest()}
     assert not list((runs["tmp"] / "tmp").glob("mnist-harness-*"))  # the unpacked harness is cleaned up
 
     loaded, skipped = discover([working, runs["local_runs"]])
