@@ -458,12 +458,7 @@ def explore_parser() -> argparse.ArgumentParser:
 
 def fixed_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The base spec's overrides that every trial shares (the searched ones are per trial)."""
-    overrides = dict(parse_set_option(s) for s in args.set)
-    for flag, key in (("seed", "seed"), ("split", "split"), ("train_limit", "data.train_limit"),
-                      ("test_limit", "data.test_limit")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    return overrides
+    return spec_overrides(args)  # the searched flags are not on explore's parser
 
 
 def check_best_path(path: Path) -> None:
