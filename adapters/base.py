@@ -56,8 +56,9 @@ class Platform(abc.ABC):
 
     def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
         """Load data, run the experiment, publish the record; returns the record folder."""
-        from core.experiment import run_experiment  # imports nothing heavy until here
+        from core.experiment import check_architecture, run_experiment  # imports nothing heavy until here
 
+        check_architecture(spec)  # an impossible model is exit 2 before data, callbacks or a record
         data = self.load_data(spec)
         record = run_experiment(spec, data, self.runs_dir(), self.name, deterministic=deterministic,
                                 callbacks=self.callbacks(spec), platform_info=self.platform_info(),
