@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import stat
 import zlib
@@ -34,7 +35,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: str | Path, *, follow_symlinks: bool = False) -> BinaryIO:
+def open_regular(path: str | Path, *, follow_symlinks: bool = False, buffered: bool = True) -> BinaryIO:
     """Open `path` for binary reading if it is a regular file; ReadRefused otherwise.
 
     O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer
@@ -54,7 +55,9 @@ def open_regular(path: str | Path, *, follow_symlinks: bool = False) -> BinaryIO
         if not stat.S_ISREG(st.st_mode):
             raise ReadRefused(f"{path}: {_kind(st.st_mode)}, not a regular file; not read")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
+        raw = io.FileIO(fd, "rb", closefd=True)
+        raw.name = str(path)  # messages name the path, not the descriptor
+        return io.BufferedReader(raw) if buffered else raw
     except BaseException:
         os.close(fd)
         raise
