@@ -12,14 +12,17 @@ import abc
 import dataclasses
 import importlib
 import io
+import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from core.record import PARTIAL_PREFIX
+from core.bounded import MiB, read_bounded
+from core.record import PARTIAL_PREFIX, describe_error
 
 # Tried in order; the first loader that recognises a path loads it.
 LOADERS = [
@@ -29,6 +32,8 @@ LOADERS = [
     "results.loaders.openml:OpenMLRunLoader",
 ]
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
+MAX_PREDICTIONS_BYTES = 4 * MiB  # predictions.npy: one byte per test image (10,000) and a header
+MAX_ARTIFACT_BYTES = 64 * MiB    # history.csv, confusion_matrix.csv, the files renderers read
 
 
 @dataclasses.dataclass
@@ -44,16 +49,21 @@ class LoadedRun:
         """Predicted class per test image, or None when the record has no predictions file."""
         if self.predictions_path is None:
             return None
-        try:
-            raw = self.predictions_path.read_bytes()
+        try:  # bounded, a regular file, and no link followed out of the record
+            raw = read_bounded(self.predictions_path, MAX_PREDICTIONS_BYTES)
         except FileNotFoundError:
             return None
         return read_npy(raw, self.predictions_path)
 
     def artifact(self, name: str) -> Path | None:
-        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none."""
+        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none
+        (or only a link, a special file, or one too large to be what it says)."""
         path = self.source / name
-        return path if path.is_file() else None
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        return path if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_ARTIFACT_BYTES else None
 
 
 # np.save's header for a 1-D uint8 array, the only shape predictions.npy has; anything else goes to np.load.
@@ -62,12 +72,24 @@ _NPY_UINT8 = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \
 
 def read_npy(raw: bytes, path: Path) -> np.ndarray:
     """An .npy file's array. A 1-D uint8 array is read straight from the bytes: np.load parses
-    every header with ast.literal_eval, a third of the time of a 1,000-record comparison."""
+    every header with ast.literal_eval, a third of the time of a 1,000-record comparison.
+    Any other header must describe exactly the bytes that follow it before np.load allocates
+    (a header may ask for a TiB)."""
     if raw[:8] == b"\x93NUMPY\x01\x00":
         end = 10 + int.from_bytes(raw[8:10], "little")
         m = _NPY_UINT8.fullmatch(raw, 10, end)
         if m and len(raw) - end == int(m.group(1)):
             return np.frombuffer(raw, dtype=np.uint8, offset=end)
+    f = io.BytesIO(raw)
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise ValueError(f"{path}: .npy format version {version} is not supported")
+    shape, _, dtype = read_header(f)
+    if math.prod(shape) * dtype.itemsize != len(raw) - f.tell():
+        raise ValueError(f"{path}: its header describes {dtype}{list(shape)}, not the {len(raw) - f.tell():,} "
+                         "bytes that follow it")
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
@@ -112,17 +134,31 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
             skipped.append(Skipped(path, "incomplete: a run still in progress, or killed before its record was published"))
             return True
         for loader in loaders:
-            if loader.recognizes(path):
-                try:
-                    runs.extend(loader.load(path))
-                except LoaderError as e:
-                    skipped.append(Skipped(path, str(e)))
-                return True
+            # Whatever one input does to a loader — a malformed record (TypeError, KeyError, ValueError),
+            # a nesting bomb (RecursionError), a huge member (MemoryError), no permission (OSError) —
+            # it is that input's skip, with the reason; the other inputs go on.
+            try:
+                if not loader.recognizes(path):
+                    continue
+                runs.extend(loader.load(path))
+            except LoaderError as e:
+                skipped.append(Skipped(path, str(e)))
+            except Exception as e:  # noqa: BLE001 — see above; a bug in a loader shows as its skip reason
+                skipped.append(Skipped(path, f"unreadable ({loader.name} loader: {describe_error(e)[:300]})"))
+            return True
         if depth < MAX_DEPTH and path.is_dir():
-            with os.scandir(path) as entries:  # the directory entry says whether it is a folder: no stat per child
-                children = sorted((Path(e.path), e.is_dir()) for e in entries
-                                  if not e.name.startswith(".") or e.name.startswith(PARTIAL_PREFIX))
-            found = [visit(c, depth + 1, False) for c, is_dir in children if is_dir or c.suffix == ".zip"]
+            try:
+                with os.scandir(path) as entries:  # the directory entry says what it is: no stat per child
+                    children = sorted((Path(e.path), e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries
+                                      if not e.name.startswith(".") or e.name.startswith(PARTIAL_PREFIX))
+            except OSError as e:
+                skipped.append(Skipped(path, f"unreadable folder ({e.strerror or e})"))
+                return True
+            for child, _, is_link in children:
+                if is_link:  # a link inside a runs folder could lead anywhere: never followed
+                    skipped.append(Skipped(child, "a symbolic link; not followed"))
+            found = [visit(c, depth + 1, False) for c, is_dir, is_link in children
+                     if not is_link and (is_dir or c.suffix == ".zip")]
             if any(found):
                 return True
         if top or (path.is_dir() and depth == 1):
@@ -130,9 +166,12 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
         return False
 
     for p in paths:
-        p = Path(p)
-        if not p.exists():
-            skipped.append(Skipped(p, "no such file or folder"))
-            continue
-        visit(p, 0, True)
+        p = Path(p)  # a path the user names is followed even if it is a link: it is theirs
+        try:
+            if not p.exists():
+                skipped.append(Skipped(p, "no such file or folder"))
+                continue
+            visit(p, 0, True)
+        except (OSError, RecursionError) as e:
+            skipped.append(Skipped(p, f"unreadable ({describe_error(e)[:300]})"))
     return runs, skipped
