@@ -120,3 +120,24 @@ def test_an_unreadable_folder_is_a_skip_not_a_crash(tmp_path, y_test):
     [locked_skip] = [s for s in report["skipped"] if s["path"].endswith("locked")]
     assert "unreadable" in locked_skip["reason"] and "Permission denied" in locked_skip["reason"]
     assert len(report["experiments"]) == 1
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "device"])
+def test_compare_out_refuses_to_replace_a_link_or_special_file(tmp_path, kind, y_test):
+    runs = tmp_path / "runs"
+    write_record(runs, labels=y_test)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "report.md"
+    if kind == "symlink":
+        target.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target = Path("/dev/null")
+    p = subprocess.run([sys.executable, "run.py", "compare", str(runs), "--out", str(target)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "is a link or a special file; not replaced" in p.stderr, p.stderr
+    assert victim.read_text() == "keep me"
+    assert kind != "symlink" or target.is_symlink()
+    assert [x.name for x in tmp_path.iterdir() if x.name.endswith(".tmp")] == []
