@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench data clean
+.PHONY: run test bench data clean postgres
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,10 @@ bench: data
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# A real PostgreSQL for the explore workers' tests (Debian's package; the tests start a
+# throwaway server on 127.0.0.1). Idempotent: installs only when initdb is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb
