@@ -8,29 +8,43 @@ Commands are imported only when called: `--help` and `compare` never import Tens
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
-# command -> (module in cli/, one-line help). The module defines main(argv) -> exit code.
-COMMANDS = {
-    "run": ("cli.run", "run the experiment on a platform (the default command)"),
-    "repeat": ("cli.run", "run the same spec with N seeds, to measure the noise band"),
-    "compare": ("cli.compare", "compare run records side by side, with reproducibility verdicts"),
-    "data": ("cli.data", "fetch, verify or export MNIST"),
-    "bundle": ("cli.remote", "write a platform bundle (kaggle, codalab)"),
-    "push": ("cli.remote", "upload a bundle, archive or saved run to its platform"),
-    "status": ("cli.remote", "status of a remote run"),
-    "pull": ("cli.remote", "download a remote run into runs/ as a run record"),
-    "reproduce": ("cli.workflow", "run the presets and check their published claims"),
-    "test": ("cli.workflow", "evaluate the saved models of several runs on the test set"),
-    "explore": ("cli.workflow", "hyperparameter search (Optuna), every trial a run record"),
-    "bench": ("cli.bench", "benchmark the harness against bare Keras and this machine"),
-}
+from core.registry import Registry
+
+# command -> "module:function" in cli/; the function is main(command, argv) -> exit code.
+COMMANDS = Registry("command", {
+    "run": "cli.run:main",
+    "repeat": "cli.run:main",
+    "compare": "cli.compare:main",
+    "data": "cli.data:main",
+    "bundle": "cli.remote:main",
+    "push": "cli.remote:main",
+    "status": "cli.remote:main",
+    "pull": "cli.remote:main",
+    "reproduce": "cli.workflow:main",
+    "test": "cli.workflow:main",
+    "explore": "cli.workflow:main",
+    "bench": "cli.bench:main",
+}, help={
+    "run": "run the experiment on a platform (the default command)",
+    "repeat": "run the same spec with N seeds, to measure the noise band",
+    "compare": "compare run records side by side, with reproducibility verdicts",
+    "data": "fetch, verify or export MNIST",
+    "bundle": "write a platform bundle (kaggle, codalab)",
+    "push": "upload a bundle, archive or saved run to its platform",
+    "status": "status of a remote run",
+    "pull": "download a remote run into runs/ as a run record",
+    "reproduce": "run the presets and check their published claims",
+    "test": "evaluate the saved models of several runs on the test set",
+    "explore": "hyperparameter search (Optuna), every trial a run record",
+    "bench": "benchmark the harness against bare Keras and this machine",
+})
 
 
 def usage() -> str:
     lines = [__doc__.strip(), "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<10} {COMMANDS.help[name]}" for name in COMMANDS]
     return "\n".join(lines)
 
 
@@ -42,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
-    module = importlib.import_module(COMMANDS[command][0])
     from cli.errors import run_command
-    return run_command(lambda: module.main(command, argv))
+    return run_command(lambda: COMMANDS.load(command)(command, argv))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,14 @@ FLAG_KEYS = (("epochs", "epochs"), ("seed", "seed"), ("batch_size", "batch_size"
              ("train_limit", "data.train_limit"), ("test_limit", "data.test_limit"))
 
 
+def add_platform_options(parser: argparse.ArgumentParser, platform_cls) -> None:
+    """The platform's own options (`Platform.OPTIONS`, declared as data) as an argument group."""
+    if platform_cls.OPTIONS:
+        group = parser.add_argument_group(f"{platform_cls.name} platform")
+        for option in platform_cls.OPTIONS:
+            group.add_argument(option.flag, **option.argparse_kwargs())
+
+
 def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`--set` and the dedicated flags the parser has, as overrides; a key given twice is refused."""
     flags = {key: getattr(args, flag, None) for flag, key in FLAG_KEYS}

@@ -5,20 +5,20 @@ import argparse
 import dataclasses
 
 from adapters import PLATFORMS, detect_platform, get_platform
-from cli.options import add_run_options, add_spec_options, spec_from_args
+from cli.options import add_platform_options, add_run_options, add_spec_options, spec_from_args
 from core.errors import UsageError
 
 
 def build_parser(platform_cls=None, prog: str = "run.py [run]") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run the experiment on a platform and write a run record.")
     parser.add_argument("--platform", default=detect_platform(), metavar="NAME",
-                        help=f"where it runs: {', '.join(sorted(PLATFORMS))} (default: detected from the "
+                        help=f"where it runs: {', '.join(PLATFORMS.names())} (default: detected from the "
                              f"environment, else local; here: {detect_platform()}). "
                              "Platform options: run.py --platform NAME --help")
     add_spec_options(parser)
     add_run_options(parser)
     if platform_cls is not None:
-        platform_cls.add_arguments(parser.add_argument_group(f"{platform_cls.name} platform"))
+        add_platform_options(parser, platform_cls)
     return parser
 
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from core.bounded import MiB, ReadRefused, check_size, gunzip_bounded, open_regular, read_bounded
 from core.errors import HarnessError
+from core.record import read_npy_header
 
 SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
 DIGESTS = {
@@ -225,14 +226,7 @@ def _empty_npy_array(f: BinaryIO, name: str, member_size: int) -> tuple[np.ndarr
     The header's shape is checked before anything is allocated: its bytes may not exceed
     the member's declared size nor MNIST's largest array (a header can ask for a TiB).
     """
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-    if read_header is None:
-        raise ValueError(f"{name}: .npy format version {version} is not supported")
-    shape, fortran_order, dtype = read_header(f)
-    if dtype.hasobject:
-        raise ValueError(f"{name}: holds Python objects (a pickle); refusing to load it")
+    shape, fortran_order, dtype = read_npy_header(f, name)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > min(member_size, MAX_ARRAY_BYTES):
         raise ReadRefused(f"{name}: its header asks for {nbytes:,} bytes ({dtype}{list(shape)}) in a member of "

@@ -249,20 +249,39 @@ def final_metrics(history: dict[str, list[float]], result: dict[str, Any]) -> di
     return metrics
 
 
+# --- Train and test without a record (extra models of a platform's own protocol) ---------
+
+def fit_and_evaluate(spec: ExperimentSpec, data: Mnist, *, deterministic: bool = True) -> dict[str, Any]:
+    """Stages 1-3 on `data` (already limited and split as the caller wants), from the spec's seed.
+
+    For models a platform trains beyond the run record (OpenML's cross-validation
+    folds): the same configure/build/train/evaluate sequence as `run_experiment`,
+    and nothing is written. Returns `evaluate`'s result plus the phases' seconds.
+    """
+    backend.configure(spec.seed, deterministic)  # every extra model starts from the spec's seed too
+    model = build_model(spec)
+    started = time.perf_counter()
+    history, _ = train(model, spec, data)
+    trained = time.perf_counter()
+    result = evaluate(model, spec, data)
+    result.update(history=history, train_seconds=trained - started, test_seconds=time.perf_counter() - trained)
+    return result
+
+
 # --- The whole run ---------------------------------------------------------------------
 
 def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, platform: str, *,
                    deterministic: bool = True, callbacks: Sequence = (), platform_info: dict | None = None,
-                   on_result: Callable[[Path | None, dict], None] | None = None,
                    log: Callable[[str], None] = print) -> Path:
     """Train and evaluate `spec` on `data` and publish a run record; returns its folder.
 
     A failure or Ctrl-C still publishes a record, with status `failed` or
-    `interrupted` and the error, then re-raises. `on_result(writer_dir, result)`
-    sees the in-memory evaluation (probabilities included) before publishing,
-    for adapters that save more files into the record. The metrics are in the
-    record as soon as they exist, so a run whose files cannot all be written (a
-    full disk) still publishes them, in a `failed` record; see RecordWriter.publish.
+    `interrupted` and the error, then re-raises (the exception's `record`
+    attribute names the published folder). What a platform does with a
+    finished record — uploads, extra models — happens after this returns.
+    The metrics are in the record as soon as they exist, so a run whose files
+    cannot all be written (a full disk) still publishes them, in a `failed`
+    record; see RecordWriter.publish.
     """
     started = time.perf_counter()
     check_architecture(spec)  # exit 2 with nothing written for a model that cannot be built
@@ -298,8 +317,6 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
                 "history": history,
             })
             write_artifacts(writer, model, history, epoch_seconds, result)
-            if on_result:
-                on_result(writer.partial, result)
             run["status"] = "completed"
         except BaseException as e:  # noqa: BLE001 — the record must say how the run ended
             interrupts.finishing = True  # a second Ctrl-C / SIGTERM from here on waits for the record
@@ -323,13 +340,18 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
     if run.get("record_error"):
         log(f"[run] {run['record_error']}; dropped: {', '.join(run.get('files_dropped', [])) or 'nothing'}")
     if isinstance(failure, (KeyboardInterrupt, HarnessError)):
+        failure.record = final  # the caller's finalize hook sees the published record
         raise failure
     if failure is not None:
-        raise RunFailed(f"the run failed: {run['error']} (record with the traceback: {final})") from failure
+        raise RunFailed(f"the run failed: {run['error']} (record with the traceback: {final})",
+                        record=final) from failure
     if run.get("record_error"):
-        raise RunFailed(f"the run finished, but {run['record_error']}; its metrics are in the failed record {final}")
+        raise RunFailed(f"the run finished, but {run['record_error']}; its metrics are in the failed record {final}",
+                        record=final)
     if interrupts.pending:
-        raise KeyboardInterrupt(f"signal {interrupts.pending}")  # arrived while the completed record was written
+        interrupted = KeyboardInterrupt(f"signal {interrupts.pending}")  # came while the completed record was written
+        interrupted.record = final
+        raise interrupted
     return final
 
 
@@ -369,3 +391,7 @@ class RunFailed(HarnessError):
     """Training or evaluation raised; the failed record is published and named in the message."""
 
     exit_code = 4
+
+    def __init__(self, message: str, record: Path | None = None):
+        super().__init__(message)
+        self.record = record

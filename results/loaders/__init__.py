@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
-import io
-import math
 import os
-import re
 import stat
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,15 +18,16 @@ from typing import Any, Iterable
 import numpy as np
 
 from core.bounded import MiB, read_bounded
-from core.record import PARTIAL_PREFIX, describe_error
+from core.record import PARTIAL_PREFIX, describe_error, read_npy
+from core.registry import Registry
 
 # Tried in order; the first loader that recognises a path loads it.
-LOADERS = [
-    "results.loaders.record:RunRecordLoader",
-    "results.loaders.codalab:CodaLabBundleLoader",
-    "results.loaders.comet:CometArchiveLoader",
-    "results.loaders.openml:OpenMLRunLoader",
-]
+LOADERS = Registry("loader", {
+    "record": "results.loaders.record:RunRecordLoader",
+    "codalab": "results.loaders.codalab:CodaLabBundleLoader",
+    "comet": "results.loaders.comet:CometArchiveLoader",
+    "openml": "results.loaders.openml:OpenMLRunLoader",
+})
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 MAX_PREDICTIONS_BYTES = 4 * MiB  # predictions.npy: one byte per test image (10,000) and a header
 MAX_ARTIFACT_BYTES = 64 * MiB    # history.csv, confusion_matrix.csv, the files renderers read
@@ -53,7 +50,7 @@ class LoadedRun:
             raw = read_bounded(self.predictions_path, MAX_PREDICTIONS_BYTES)
         except FileNotFoundError:
             return None
-        return read_npy(raw, self.predictions_path)
+        return read_npy(raw, str(self.predictions_path))
 
     def artifact(self, name: str) -> Path | None:
         """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none
@@ -64,33 +61,6 @@ class LoadedRun:
         except OSError:
             return None
         return path if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_ARTIFACT_BYTES else None
-
-
-# np.save's header for a 1-D uint8 array, the only shape predictions.npy has; anything else goes to np.load.
-_NPY_UINT8 = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+),\), \} *\n")
-
-
-def read_npy(raw: bytes, path: Path) -> np.ndarray:
-    """An .npy file's array. A 1-D uint8 array is read straight from the bytes: np.load parses
-    every header with ast.literal_eval, a third of the time of a 1,000-record comparison.
-    Any other header must describe exactly the bytes that follow it before np.load allocates
-    (a header may ask for a TiB)."""
-    if raw[:8] == b"\x93NUMPY\x01\x00":
-        end = 10 + int.from_bytes(raw[8:10], "little")
-        m = _NPY_UINT8.fullmatch(raw, 10, end)
-        if m and len(raw) - end == int(m.group(1)):
-            return np.frombuffer(raw, dtype=np.uint8, offset=end)
-    f = io.BytesIO(raw)
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-    if read_header is None:
-        raise ValueError(f"{path}: .npy format version {version} is not supported")
-    shape, _, dtype = read_header(f)
-    if math.prod(shape) * dtype.itemsize != len(raw) - f.tell():
-        raise ValueError(f"{path}: its header describes {dtype}{list(shape)}, not the {len(raw) - f.tell():,} "
-                         "bytes that follow it")
-    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 @dataclasses.dataclass
@@ -116,11 +86,7 @@ class Loader(abc.ABC):
 
 
 def registered_loaders() -> list[Loader]:
-    loaders = []
-    for entry in LOADERS:
-        module, _, cls = entry.partition(":")
-        loaders.append(getattr(importlib.import_module(module), cls)())
-    return loaders
+    return [LOADERS.load(name)() for name in LOADERS]
 
 
 def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -> tuple[list[LoadedRun], list[Skipped]]:

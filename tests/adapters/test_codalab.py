@@ -26,9 +26,12 @@ import pytest
 
 import run as harness
 from adapters import codalab
+from adapters.remote import codalab as remote_codalab
+from adapters.remote import transfer
 from cli import remote
 from core.data import FULL_DIGEST, SHAPES, Mnist, read_npz, verify
 from core.environment import HARNESS_STAMP, git_state
+from core.errors import UsageError
 from core.spec import load_spec
 from results.loaders import discover
 
@@ -41,7 +44,7 @@ CL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")  # CodaLab's NAME_REGEX (`c
 def bundle(tmp_path_factory) -> types.SimpleNamespace:
     out = tmp_path_factory.mktemp("bundle") / "codalab"
     assert remote.main("bundle", ["codalab", "--out", str(out), *TINY]) == 0
-    return types.SimpleNamespace(dir=out, manifest=json.loads((out / codalab.MANIFEST).read_text()))
+    return types.SimpleNamespace(dir=out, manifest=json.loads((out / remote_codalab.MANIFEST).read_text()))
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -105,13 +108,13 @@ def stderr_tail(work: Path) -> str:
 def test_code_bundle_holds_the_harness_the_spec_and_vendored_pyyaml_only(bundle):
     code = bundle.dir / "code"
     top = sorted(p.name for p in code.iterdir())
-    assert top == sorted([*codalab.CODE_PARTS, codalab.SPEC_FILE, codalab.BUNDLE_INFO, HARNESS_STAMP, "vendor"])
+    assert top == sorted([*transfer.HARNESS_PARTS, remote_codalab.SPEC_FILE, codalab.BUNDLE_INFO, HARNESS_STAMP, "vendor"])
     files = [p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()]
     assert "core/specs/canonical.yaml" in files and "adapters/codalab.py" in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or "/." in f or f.startswith(".")]
     assert sorted(p.name for p in (code / "vendor" / "yaml").iterdir())[:2] == ["__init__.py", "composer.py"]
     assert not list((code / "vendor").rglob("*.so")), "a compiled extension would tie the bundle to one Python"
-    count, digest = codalab.tree_sha256(code)
+    count, digest = transfer.tree_sha256(code)
     assert bundle.manifest["bundles"]["code"]["files"] == count
     assert bundle.manifest["bundles"]["code"]["sha256"] == digest
 
@@ -133,8 +136,8 @@ def test_data_bundle_bytes_do_not_depend_on_when_it_was_written(bundle, tmp_path
         assert sorted(m.filename for m in z.infolist()) == ["x_test.npy", "x_train.npy", "y_test.npy", "y_train.npy"]
     small = Mnist(**{k: np.arange(12, dtype=np.uint8).reshape(-1, 2) for k in SHAPES}, source="test")
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
-    codalab.write_mnist_npz(small, first)
-    codalab.write_mnist_npz(small, second)
+    remote_codalab.write_mnist_npz(small, first)
+    remote_codalab.write_mnist_npz(small, second)
     assert first.read_bytes() == second.read_bytes()
     assert np.array_equal(read_npz(first)["x_train"], small.x_train)
 
@@ -150,7 +153,7 @@ def test_manifest_names_image_resources_and_no_network(bundle):
     m = bundle.manifest
     assert m["resources"] == {"docker_image": "tensorflow/tensorflow:2.21.0", "memory": "4g", "cpus": 2,
                               "time": "2h", "gpus": 0, "network": False}
-    assert m["image"]["tensorflow_pin"] == codalab.pinned_versions()["tensorflow"]
+    assert m["image"]["tensorflow_pin"] == remote_codalab.pinned_versions()["tensorflow"]
     assert m["dependencies"] == [{"key": "code", "bundle": m["bundles"]["code"]["name"]},
                                  {"key": "data", "bundle": m["bundles"]["data"]["name"]}]
     assert " -B " in m["command"] and "PYTHONPATH=code/vendor" in m["command"]
@@ -158,8 +161,8 @@ def test_manifest_names_image_resources_and_no_network(bundle):
 
 
 def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
-    script = (bundle.dir / codalab.SCRIPT).read_text()
-    subprocess.run(["bash", "-n", str(bundle.dir / codalab.SCRIPT)], check=True)  # valid bash
+    script = (bundle.dir / remote_codalab.SCRIPT).read_text()
+    subprocess.run(["bash", "-n", str(bundle.dir / remote_codalab.SCRIPT)], check=True)  # valid bash
     lines = [shlex.split(line) for line in script.splitlines() if line.startswith("cl ")]
     m = bundle.manifest
     assert lines == m["cl"]
@@ -185,30 +188,33 @@ def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
 
 
 def test_gpus_ask_for_the_gpu_image_and_request_gpus():
-    template = codalab.manifest_template()
-    assert codalab.docker_image(None, 1, "2.21.0", template) == "tensorflow/tensorflow:2.21.0-gpu"
-    assert codalab.docker_image("me/img:1", 1, "2.21.0", template) == "me/img:1"
-    plan = codalab.CodaLabRun("c", "d", "r", "true", "img", "8g", 4, "1d", 2, "main", "ws", "x")
+    template = remote_codalab.manifest_template()
+    assert remote_codalab.docker_image(None, 1, "2.21.0", template) == "tensorflow/tensorflow:2.21.0-gpu"
+    assert remote_codalab.docker_image("me/img:1", 1, "2.21.0", template) == "me/img:1"
+    plan = remote_codalab.CodaLabRun("c", "d", "r", "true", "img", "8g", 4, "1d", 2, "main", "ws", "x")
     run = plan.cl_commands()["run"]
     assert run[run.index("--request-gpus") + 1] == "2"
     assert plan.cl_commands()["work"] == ["cl", "work", "main::ws"]
 
 
-def test_code_bundle_leaves_out_caches_runs_venv_and_secrets(tmp_path, monkeypatch):
+def _checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
-    for part in codalab.CODE_PARTS:
+    for part in transfer.HARNESS_PARTS:
         src = ROOT / part
         if src.is_dir():
             shutil.copytree(src, root / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             root.mkdir(exist_ok=True)
             shutil.copy2(src, root / part)
+    return root
+
+
+def test_code_bundle_leaves_out_caches_runs_venv_and_hidden_files(tmp_path, monkeypatch):
+    root = _checkout(tmp_path)
     secret = "sk-test-5ecret-never-in-a-bundle"
     planted = {
         "core/__pycache__/spec.cpython-311.pyc": b"\0",
-        "adapters/kaggle.json": json.dumps({"username": "u", "key": secret}).encode(),
         "cli/.env": f"COMET_API_KEY={secret}\n".encode(),
-        "results/api_token.txt": secret.encode(),
         "core/specs/.scratch.yaml": b"a: 1\n",
         "core/mnist.npz": b"PK",
         "adapters/id_rsa": secret.encode(),
@@ -222,11 +228,29 @@ def test_code_bundle_leaves_out_caches_runs_venv_and_secrets(tmp_path, monkeypat
     monkeypatch.setenv("CODALAB_TEST_API_KEY", secret)
     dest = tmp_path / "code"
     dest.mkdir()
-    codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
+    remote_codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
     files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert not files & set(planted)
     assert {"core/spec.py", "core/specs/canonical.yaml", "run.py", "spec.yaml", "vendor/yaml/__init__.py"} <= files
     assert not [f for f in dest.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
+
+
+@pytest.mark.parametrize("planted, named", [
+    ("adapters/kaggle.json", "named like a credential"),          # by name
+    ("results/api_token.txt", "named like a credential"),         # by name: a data file named like a secret
+    ("core/settings_note.py", r"contains the value of \$CODALAB_TEST_API_KEY"),  # by value, in a module
+])
+def test_code_bundle_with_a_secret_is_refused_as_every_bundle_is(tmp_path, monkeypatch, planted, named):
+    root = _checkout(tmp_path)
+    secret = "sk-test-5ecret-never-in-a-bundle"
+    (root / planted).write_text(f"KEY = {secret!r}\n")
+    monkeypatch.setenv("CODALAB_TEST_API_KEY", secret)
+    dest = tmp_path / "code"
+    dest.mkdir()
+    with pytest.raises(UsageError, match=named) as refused:
+        remote_codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
+    assert planted in str(refused.value)
+    assert not any(dest.iterdir()), "nothing is written before the scan passes"
 
 
 def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):

@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 
 from adapters import kaggle as adapter
+from adapters.remote import kaggle as remote_kaggle
+from cli import remote
 from core import environment
 from core.data import DataError, IDX_NAMES, load_mnist
 from core.errors import UsageError
@@ -74,10 +76,10 @@ def attach(idx_store: Path, folder: Path, nested: str = "") -> Path:
     return folder
 
 
-def build(tmp_path: Path, *extra: str, name: str = "bundle") -> adapter.KaggleBundle:
+def build(tmp_path: Path, *extra: str, name: str = "bundle") -> remote_kaggle.KaggleBundle:
     out = tmp_path / name
-    assert adapter.cli_bundle(["--out", str(out), "--id", KERNEL, *TINY, *extra]) == 0
-    return adapter.KaggleBundle(out, json.loads((out / adapter.METADATA_FILE).read_text()),
+    assert remote.bundle_kaggle(["--out", str(out), "--id", KERNEL, *TINY, *extra]) == 0
+    return remote_kaggle.KaggleBundle(out, json.loads((out / adapter.METADATA_FILE).read_text()),
                                 load_spec("canonical", {"epochs": 1, "data.train_limit": 300,
                                                         "data.test_limit": 200}).hash)
 
@@ -181,7 +183,7 @@ def test_bundle_holds_no_secret(tmp_path, clean_env, monkeypatch):
 
     # A spec that smuggles a credential in is refused, naming the variable, not the value.
     with pytest.raises(UsageError, match=r"contains the value of \$KAGGLE_KEY") as e:
-        adapter.cli_bundle(["--out", str(tmp_path / "leak"), "--id", KERNEL, "--set", f"description={KEY}"])
+        remote.bundle_kaggle(["--out", str(tmp_path / "leak"), "--id", KERNEL, "--set", f"description={KEY}"])
     assert KEY not in str(e.value) and not (tmp_path / "leak").exists()
 
 
