@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import math
 import re
 import sys
 import time
@@ -24,7 +23,7 @@ from core import claims as claims_mod
 from core.errors import HarnessError, UsageError
 from core.record import read_run_json
 from core.reports import check_report_name, format_seconds, markdown_table, write_report
-from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option, parse_spec
+from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_spec
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -382,6 +381,8 @@ def explore(argv: list[str]) -> int:
     name = args.study or search.default_study_name(base, space, metric)
     report_name = "explore-" + re.sub(r"[^A-Za-z0-9._-]", "-", name)
     check_report_name(report_name)
+    if len(report_name) > 200:  # + ".json" must stay a file name the file system holds (255 bytes)
+        raise UsageError(f"--study {name[:40]}...: at most 192 characters")
     if args.write_best:
         check_best_path(Path(args.write_best))
     target = args.trials or (space.grid_size if args.sampler == "grid" else 10)

@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import struct
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -136,3 +136,19 @@ def test_a_storm_of_sigterms_still_leaves_an_interrupted_record(tmp_path):
     run = json.loads((folder / "run.json").read_text())
     assert run["status"] == "interrupted" and run["error"].startswith("KeyboardInterrupt")
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]
+
+
+def test_a_record_is_never_overwritten_and_ids_carry_48_random_bits(tmp_path):
+    ids = {record.new_run_id("local", "ab" * 32) for _ in range(2000)}
+    assert len(ids) == 2000 and all(len(i.rsplit("-", 1)[1]) == 12 for i in ids)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError):
+        record.RecordWriter(tmp_path, "taken")  # a published record of that id
+    w = record.RecordWriter(tmp_path, "twice")
+    with pytest.raises(FileExistsError):
+        record.RecordWriter(tmp_path, "twice")  # another run assembling under the same id
+    (tmp_path / "twice").mkdir()  # appears while the first is running
+    with pytest.raises(FileExistsError):
+        w.publish(a_run())
+    assert w.partial.exists() and list((tmp_path / "twice").iterdir()) == []
+    assert record.RecordWriter.create(tmp_path, "local", "cd" * 32).partial.name.startswith(".partial-")
