@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A throwaway PostgreSQL cluster (Debian's package, `make postgres` installs it), trust auth on loopback."""
     try:
         import psycopg2  # noqa: F401 — pinned in requirements.txt
@@ -131,15 +132,19 @@ def postgres(tmp_path_factory):
         pytest.skip(f"PostgreSQL could not be installed (make postgres): {made.stderr.strip()[-300:]}")
     bin_dir = Path(made.stdout.strip().splitlines()[-1]).parent
     user = "postgres" if os.geteuid() == 0 else None  # the server refuses to run as root
-    data = tmp_path_factory.mktemp("pg") / "data"
-    data.parent.chmod(0o777)
+    # Outside pytest's tmp folders (mode 0700, root's): the server's user must reach its own files.
+    home = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    if user:
+        shutil.chown(home, user)
+    data = home / "data"
     as_user = ["runuser", "-u", user, "--"] if user else []
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
+    init = subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                          capture_output=True, text=True)
+    assert init.returncode == 0, init.stderr[-2000:]
     port = free_port()
-    log = data.parent / "server.log"
+    log = home / "server.log"
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {port} -k {data.parent} -c fsync=off", "start"],
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start"],
                    check=True, capture_output=True)
     try:
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "explore"],
@@ -148,6 +153,7 @@ def postgres(tmp_path_factory):
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_two_workers_on_one_postgresql_study(postgres, tmp_path):
@@ -155,3 +161,24 @@ def test_two_workers_on_one_postgresql_study(postgres, tmp_path):
     check_each_point_trained_once(postgres, "pg", tmp_path / "runs", {0.001, 0.002, 0.003})
     report = json.loads((tmp_path / "reports" / "explore-pg.json").read_text())
     assert report["storage"].startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "1,2", "--set", "epochs=3"], "--set epochs and --epochs both set epochs"),
+    (["--learning-rate", "0.1,0.2", "--set", "optimizer={name: sgd, learning_rate: 0.1}"],
+     "both set optimizer.learning_rate"),
+    (["--learning-rate", "0.1", "--heartbeat", "0"], "--heartbeat must be at least 1 second"),
+    (["--learning-rate", "0.1", "--study", "s" * 300], "at most 192 characters"),
+    (["--learning-rate", "0.1", "--write-best", "my best.yaml"], "must be a plain spec name"),
+])
+def test_explore_refuses_conflicting_or_unusable_options(tmp_path, capsys, args, message):
+    import run as harness
+
+    code = harness.main(["explore", *args, "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--out", str(tmp_path)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()  # refused before the storage is opened
+
+
+def test_a_storage_url_password_is_not_printed():
+    assert search.storage_label("postgresql://me:s3cret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
+    assert search.storage_label("sqlite:///explore.db") == "sqlite:///explore.db"
