@@ -555,8 +555,10 @@ def claim_name(study_name: str, spec_hash: str, generation: int) -> str:
     return f"{study_name}::claim::{spec_hash[:16]}::{generation}"
 
 
-def claim_spec(study, spec_hash: str, trial_number: int, worker: str) -> dict[str, Any] | None:
-    """Claim `spec_hash` for this trial; None when claimed, else the owner (`{"trial", "worker"}` or {})."""
+def claim_spec(study, spec_hash: str, trial_number: int, worker: str,
+               ownerless_is_dead: bool = False) -> dict[str, Any] | None:
+    """Claim `spec_hash` for this trial; None when claimed, else the owner (`{"trial", "worker"}` or {}:
+    a claim made a moment ago, whose owner is not written yet; `ownerless_is_dead` passes over it)."""
     import optuna
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
@@ -572,8 +574,8 @@ def claim_spec(study, spec_hash: str, trial_number: int, worker: str) -> dict[st
             if owner.get("trial") == trial_number and owner.get("worker") == worker:
                 return None  # our own claim, asked again
             state = _trial_state(study, owner.get("trial"))
-            if state == TrialState.FAIL:
-                generation += 1  # its trial failed: the next claim is free to take
+            if state == TrialState.FAIL or (not owner and ownerless_is_dead):
+                generation += 1  # its trial failed (or its maker died making it): the next claim is free
                 continue
             return owner
         storage.set_study_user_attr(claim_id, "owner", {"trial": trial_number, "worker": worker})
@@ -670,10 +672,15 @@ class TrialObjective:
         from optuna.trial import TrialState
 
         said = False
+        ownerless_since: float | None = None
+        grace = 4 * (self.study._storage.get_heartbeat_interval() or 30)
         while True:
-            owner = claim_spec(self.study, spec_hash, trial.number, self.worker)
+            dead = ownerless_since is not None and time.monotonic() - ownerless_since > grace
+            owner = claim_spec(self.study, spec_hash, trial.number, self.worker, ownerless_is_dead=dead)
             if owner is None:
                 return None
+            if not owner and ownerless_since is None:
+                ownerless_since = time.monotonic()  # its maker writes the owner right after creating it
             state = _trial_state(self.study, owner.get("trial"))
             if state in (TrialState.COMPLETE, TrialState.PRUNED):
                 return next(t for t in self.study.get_trials(deepcopy=False) if t.number == owner["trial"])
