@@ -101,6 +101,13 @@ def configure_threads() -> dict[str, int]:
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or cores}
 
 
+def release_model_memory() -> None:
+    """Drop the last model's graph state between runs of one process."""
+    import keras
+
+    keras.backend.clear_session()
+
+
 def runtime_info() -> dict[str, Any]:
     """Backend, its version, devices, thread pools and numerics switches, for the record."""
     import keras

@@ -5,6 +5,7 @@ Anything whose name looks like a secret is redacted before it is written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -12,15 +13,38 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+from importlib import machinery, metadata
 from pathlib import Path
 from typing import Any
 
+from core import console
+
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
-# Variables that change numerics or threading, or tell which accelerator is used.
-NUMERIC_ENV_PREFIXES = ("TF_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "KERAS_", "CUDA_", "NVIDIA_",
-                        "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_")
+# Variables that can change numerics or threading, or pick the accelerator. Named, not matched by a bare
+# `TF_` prefix: Terraform's TF_CLI_CONFIG_FILE, TF_VAR_*, TF_LOG move no number. The TensorFlow names are
+# the ones its sources read with ReadBoolFromEnvVar/getenv for kernels, threads, determinism and precision
+# (tensorflow/core/util/env_var.cc callers, tensorflow/core/common_runtime/*, xla/debug_options_flags.cc).
+NUMERIC_ENV_NAMES = frozenset({
+    "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "TF_CUDNN_USE_AUTOTUNE",
+    "TF_CUDNN_USE_FRONTEND", "TF_CUDNN_RESET_RND_GEN_STATE", "TF_XLA_FLAGS", "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS", "TF_GPU_THREAD_MODE", "TF_GPU_THREAD_COUNT", "TF_ENABLE_XLA",
+    "TF_ENABLE_AUTO_MIXED_PRECISION", "TF_ENABLE_AUTO_MIXED_PRECISION_GRAPH_REWRITE", "TF_USE_LEGACY_KERAS",
+    "TF_ENABLE_CUBLAS_TENSOR_OP_MATH", "TF_ENABLE_CUDNN_TENSOR_OP_MATH", "TF_ENABLE_CUDNN_RNN_TENSOR_OP_MATH",
+    "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "TF_DISABLE_MKL", "TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE",
+    "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "CUDA_VERSION", "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
+    "KERAS_BACKEND", "PYTHONHASHSEED", "JAX_ENABLE_X64", "JAX_PLATFORMS", "JAX_DEFAULT_MATMUL_PRECISION",
+    "JAX_DEFAULT_DTYPE_BITS", "JAX_THREEFRY_PARTITIONABLE", "TPU_NAME",
+})
+# Whole families that are about threads, kernels or precision (OpenMP, MKL, OpenBLAS, oneDNN, Intel OpenMP).
+NUMERIC_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "ONEDNN_", "DNNL_", "TF_XLA_", "TF_MKL_")
+
+
+def touches_numerics(name: str) -> bool:
+    """Whether an environment variable can change what is computed (see NUMERIC_ENV_NAMES)."""
+    return name in NUMERIC_ENV_NAMES or name.startswith(NUMERIC_ENV_PREFIXES)
+
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 REDACTED = "<redacted>"
 # Variables TensorFlow sets in its own process when it is imported: recorded only when
@@ -41,7 +65,8 @@ def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment variables that affect numerics, secrets redacted."""
     if environ is None:
         environ = {k: v for k, v in os.environ.items() if k in _ENV_AT_START or not k.startswith(SET_BY_IMPORTS)}
-    return redact_env({k: v for k, v in environ.items() if k.startswith(NUMERIC_ENV_PREFIXES)})
+    # How much TensorFlow logs moves no number; `environment.logging` records it (core/console.py).
+    return redact_env({k: v for k, v in environ.items() if touches_numerics(k) and k not in console.LOGGING_ENV})
 
 
 def cpu_info() -> dict[str, Any]:
@@ -79,14 +104,76 @@ def gpu_info() -> list[dict[str, str]]:
     return gpus
 
 
+# One import name, several distributions: TensorFlow's CPU image installs `tensorflow-cpu`
+# (its Dockerfile installs ${TENSORFLOW_PACKAGE}), Windows wheels are `tensorflow-intel`,
+# Apple's `tensorflow-macos`, ARM Linux `tensorflow-aarch64`, nightlies `tf-nightly*`.
+# Asking only for the distribution named `tensorflow` reads None in all of those.
+DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
+                   "tensorflow-aarch64", "tensorflow-rocm", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu",
+                   "tf-nightly-gpu"),
+    "keras": ("keras", "keras-nightly"),
+    "jax": ("jax", "jax-nightly"),
+    "comet_ml": ("comet_ml",),
+}
+
+
+def installed_version(module: str, path: list[str] | None = None) -> str | None:
+    """The installed version of the package imported as `module`, whatever its distribution is called.
+
+    None when no module of that name is on `path` (sys.path by default). Otherwise the
+    known distribution names first (cheap), then whichever distribution ships the
+    top-level module, then the module's `__version__` if something already imported it
+    (it is never imported here: the fingerprint stays cheap).
+    """
+    this_process = path is None  # only then does sys.modules say anything about `path`
+    path = list(sys.path if this_process else path)
+    if machinery.PathFinder.find_spec(module, path) is None and not (this_process and module in sys.modules):
+        return None
+    known = DISTRIBUTIONS.get(module, (module,))
+    for names in (known, None):  # the scan of every distribution only when no known name is installed
+        for name in names or _providers(module, path):
+            dist = next(iter(metadata.distributions(name=name, path=path)), None)
+            if dist is not None and dist.version:
+                return dist.version
+    loaded = sys.modules.get(module) if this_process else None
+    version = getattr(loaded, "__version__", None)
+    return version if isinstance(version, str) else None
+
+
+def _providers(module: str, path: list[str]) -> list[str]:
+    """Distributions that ship the top-level module `module` (their top_level.txt, else their RECORD)."""
+    names = set()
+    for dist in metadata.distributions(path=path):
+        top = (dist.read_text("top_level.txt") or "").split()
+        if not top:
+            top = [f.parts[0].removesuffix(".py") for f in dist.files or () if f.parts]
+        if module in top and dist.metadata["Name"]:
+            names.add(dist.metadata["Name"])
+    return sorted(names)
+
+
 def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
+    """{import name: installed version or None} for the packages that can move a number."""
+    return {name: installed_version(name) for name in PACKAGES}
+
+
+# The code that computes: what a trained model depends on besides the spec, the data and the libraries.
+# `compare` counts a harness change only when this digest differs, not when the commit does.
+COMPUTING_CODE = ("core/experiment.py", "core/backend.py", "core/spec.py", "core/data.py")
+
+
+def code_digest(root: Path = HARNESS_ROOT) -> str | None:
+    """SHA-256 over the COMPUTING_CODE files (name and bytes of each); None if one is missing."""
+    h = hashlib.sha256()
+    for name in COMPUTING_CODE:
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            content = (root / name).read_bytes()
+        except OSError:
+            return None
+        h.update(f"{name}\0{len(content)}\0".encode())
+        h.update(content)
+    return h.hexdigest()
 
 
 HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
@@ -137,7 +224,8 @@ def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "gpus": gpu_info(),
         "packages": package_versions(),
         "env": numeric_env(),
-        "harness": git_state(),
+        "harness": {**git_state(), "code_sha256": code_digest()},
+        "logging": console.logging_state(),
     }
     if extra:
         fp.update(redact_nested(extra))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
-from core import backend, environment
+from core import backend, console, environment
 from core.data import Mnist
 from core.errors import HarnessError
 from core.record import (SCHEMA_VERSION, RecordWriter, describe_error, is_disk_full, predictions_sha256, utc_now,
@@ -224,13 +224,17 @@ def write_artifacts(writer: RecordWriter, model, history: dict[str, list[float]]
             for i, row in enumerate(result["confusion"]):
                 w.writerow([i, *row.tolist()])
 
+    def _save_hdf5(path: Path) -> None:
+        with console.saving_hdf5_on_purpose():
+            model.save(path)
+
     config = json.loads(model.to_json())  # JSON first: get_config() holds tuples YAML would tag
     writers: list[tuple[str, Callable[[Path], Any]]] = [
         ("history.csv", history_csv),
         ("confusion_matrix.csv", confusion_csv),
         ("predictions.npy", lambda p: np.save(p, result["predictions"])),
         ("model.yaml", lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False))),
-        ("model.h5", lambda p: model.save(p)),
+        ("model.h5", _save_hdf5),
     ]
     for name, write in writers:
         try:

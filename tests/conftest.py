@@ -61,3 +61,18 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def image_envs():
+    """The Kaggle and CodaLab image environments, built once per session by `make images` (idempotent:
+    cached in the user cache folder, so a fresh clone's `make test` builds them and later runs reuse them)."""
+    from adapters.remote import images
+
+    # -o: never (re)install the harness's own venv from here; the interpreter running the tests is the one
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "images", f"PY={sys.executable}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, f"make images failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    envs = {p: images.cached_env(images.load_image(p)) for p in ("kaggle", "codalab")}
+    assert all(envs.values()), f"make images left no environment for {[p for p, e in envs.items() if not e]}"
+    return envs

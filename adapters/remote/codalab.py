@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from adapters.codalab import BUNDLE_INFO, CODALAB_UUID, CODE_KEY, DATA_FILE, DATA_KEY, _version
+from adapters.codalab import (BUNDLE_INFO, CODALAB_UUID, CODE_KEY, DATA_FILE, DATA_KEY, NETWORK_NOTE,
+                              REQUEST_NETWORK)
 from adapters.remote import transfer
 from core import environment
 from core.data import SHAPES, Mnist, file_sha256, load_mnist, read_npz, verify
-from core.environment import HARNESS_ROOT
+from core.environment import HARNESS_ROOT, installed_version
 from core.errors import HarnessError, UsageError
 from core.record import read_run_json, utc_now
 from core.spec import ExperimentSpec
@@ -38,17 +39,20 @@ TEMPLATES = HARNESS_ROOT / "platforms" / "codalab"
 SPEC_FILE = "spec.yaml"
 SCRIPT, MANIFEST = "codalab-run.sh", "codalab-manifest.json"
 DOWNLOADS = "downloads"
+RUN_UUID_FILE = "codalab-run-uuid.txt"  # in the bundle folder: the run bundle's uuid, as `cl run` printed it
+RUN_UUID = "$RUN_UUID"  # in the manifest's `cl` argv: the uuid the script captured from `cl run`
 
-# CodaLab's own formats (`cl help run`): names, sizes, durations.
+# CodaLab's own formats: names (codalab/lib/spec_util.py NAME_REGEX); sizes and durations below.
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")
-SIZE = re.compile(r"^\d+(\.\d+)?[kmgt]?$", re.I)
-DURATION = re.compile(r"^\d+(\.\d+)?[smhd]?$")
-INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[^\s:]*)?$")
+# no shell-special characters: codalab-run.sh echoes it inside double quotes
+INSTANCE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d+)?(/[A-Za-z0-9._~/\-]*)?$")
 IMAGE = re.compile(r"^[A-Za-z0-9][\w.\-/:@]*$")
 
 INSTALL_HINT = (
     "the CodaLab CLI `cl` is not on PATH. It needs its own environment: the `codalab` package pins old "
     "dependencies (apache-beam 2.38) and does not install on Python 3.11, so keep it out of this venv:\n"
+    "  make codalab-cli && export PATH=\"$PATH:$PWD/.venv-codalab/bin\"   (codalab 1.7.5, pinned)\n"
+    "or\n"
     "  pipx install --python python3.9 codalab\n"
     "or\n"
     "  python3.9 -m venv ~/.venvs/codalab && ~/.venvs/codalab/bin/pip install codalab "
@@ -86,9 +90,16 @@ class CodaLabRun:
         return [{"key": CODE_KEY, "bundle": self.code_name}, {"key": DATA_KEY, "bundle": self.data_name}]
 
     def cl_commands(self) -> dict[str, list[str]]:
-        """Each step's argv, in order; codalab-run.sh is these, shell-quoted."""
+        """Each step's argv, in order; codalab-run.sh is these, shell-quoted.
+
+        `wait` and `download` name the run by the uuid `cl run` printed (RUN_UUID in the argv,
+        "$RUN_UUID" in the script): a name resolves in the current worksheet of the shell's
+        CodaLab session (codalab_manager.session_name), which another terminal may not share.
+        """
+        # --request-network is what `cl run` asks for anyway (REQUEST_NETWORK); written out so
+        # the command says what the run gets.
         resources = ["--request-docker-image", self.docker_image, "--request-memory", self.memory,
-                     "--request-cpus", str(self.cpus), "--request-time", self.time]
+                     "--request-cpus", str(self.cpus), "--request-time", self.time, "--request-network"]
         if self.gpus:
             resources += ["--request-gpus", str(self.gpus)]
         return {
@@ -99,8 +110,8 @@ class CodaLabRun:
                             "-d", "MNIST (official, SHA-256 verified), Keras mnist.npz layout"],
             "run": ["cl", "run", *(f"{d['key']}:{d['bundle']}" for d in self.dependencies()), self.command,
                     *resources, "-n", self.run_name, "-d", self.description],
-            "wait": ["cl", "wait", self.run_name],
-            "download": ["cl", "download", self.run_name, "-o", self.download_path],
+            "wait": ["cl", "wait", RUN_UUID],
+            "download": ["cl", "download", RUN_UUID, "-o", self.download_path],
         }
 
 
@@ -167,6 +178,11 @@ def pyyaml_files() -> tuple[dict[str, str], dict[str, bytes]]:
     return {"PyYAML": yaml.__version__}, files
 
 
+def cl_text(text: str) -> str:
+    """`text` as CodaLab metadata may hold it: ASCII only (metadata_util.fill_missing_metadata refuses the rest)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _name_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "spec"
 
@@ -191,11 +207,76 @@ class Resources:
                    worksheet=template["worksheet"], instance=template["instance"])
 
 
+# CodaLab's sizes and durations, parsed by the rules of codalab/lib/formatting.py (parse_size,
+# parse_duration, codalab 1.7.5). The server applies them to a run's request_memory and
+# request_disk ('size') and request_time ('duration') when it validates the new bundle
+# (codalab/objects/metadata.py, Metadata.validate), so a value they refuse is a failed
+# `cl run`. The rules: a value ending in a digit is a plain number, int() for a size
+# ("1.5" is refused) and float() for a duration; otherwise everything but the last
+# character is a float and the last character, either case, is the unit. The factors are
+# applied one after another, as there, so a duration rounds the same way.
+SIZE_UNITS = {"k": (1024,), "m": (1024, 1024), "g": (1024, 1024, 1024), "t": (1024, 1024, 1024, 1024)}
+DURATION_UNITS = {"s": (), "m": (60,), "h": (60, 60), "d": (60, 60, 24), "y": (60, 60, 24, 365)}
+
+
+def parse_size(s: str) -> int:
+    """Bytes, as CodaLab's formatting.parse_size reads `s`; ValueError where it refuses it."""
+    try:
+        if s[-1].isdigit():
+            return int(s)
+        n, factors = float(s[:-1]), SIZE_UNITS.get(s[-1].lower())
+        if factors is not None:
+            for f in factors:
+                n = n * f
+            return int(n)
+    except (IndexError, ValueError, OverflowError):  # OverflowError: CodaLab's int(inf) raises it uncaught
+        pass
+    raise ValueError(f"Invalid size: {s}, expected <number>[<k|m|g|t>]")
+
+
+def parse_duration(s: str) -> float:
+    """Seconds, as CodaLab's formatting.parse_duration reads `s`; ValueError where it refuses it."""
+    try:
+        if s[-1].isdigit():
+            return float(s)
+        n, factors = float(s[:-1]), DURATION_UNITS.get(s[-1].lower())
+        if factors is not None:
+            for f in factors:
+                n = n * f
+            return n
+    except (IndexError, ValueError):
+        pass
+    raise ValueError(f"Invalid duration: {s}, expected <number>[<s|m|h|d|y>]")
+
+
+def check_size(flag: str, value: str) -> int:
+    """A size CodaLab accepts, and one that asks for something: finite, more than 0 bytes, ASCII."""
+    # The CLI refuses metadata with non-ASCII characters (metadata_util.fill_missing_metadata).
+    try:
+        n = parse_size(value) if value.isascii() else None
+    except ValueError:
+        n = None
+    if n is None or n <= 0:
+        raise UsageError(f"{flag} {value!r}: CodaLab reads sizes as <integer> bytes or <number><k|m|g|t> "
+                         "(4g, 512m, 1.5g; not 1.5, which it refuses), more than 0")
+    return n
+
+
+def check_duration(flag: str, value: str) -> float:
+    """A duration CodaLab accepts, and one that allows some time: finite, more than 0 seconds, ASCII."""
+    try:
+        n = parse_duration(value) if value.isascii() else None
+    except ValueError:
+        n = None
+    if n is None or not 0 < n < float("inf"):  # CodaLab itself takes "infs" and "nanm"; a run needs a limit
+        raise UsageError(f"{flag} {value!r}: CodaLab reads durations as <seconds> or <number><s|m|h|d|y> "
+                         "(30m, 2h, 1.5d), more than 0")
+    return n
+
+
 def check_resources(args: Resources) -> None:
-    if not SIZE.match(args.memory):
-        raise UsageError(f"--memory {args.memory!r}: expected a size like 4g, 512m (CodaLab's format)")
-    if not DURATION.match(args.time):
-        raise UsageError(f"--time {args.time!r}: expected a duration like 30m, 2h, 1d (CodaLab's format)")
+    check_size("--memory", args.memory)
+    check_duration("--time", args.time)
     if args.cpus < 1:
         raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
     if args.gpus < 0:
@@ -222,7 +303,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: Resources, overrides:
     """Write code/, data/, the script and the manifest into `folder`; returns the manifest."""
     template = manifest_template()
     pins = pinned_versions()
-    tensorflow = pins.get("tensorflow") or _version("tensorflow")
+    tensorflow = pins.get("tensorflow") or installed_version("tensorflow")
     image = docker_image(args.docker_image, args.gpus, tensorflow, template)
     built_at, stamp = utc_now(), f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
 
@@ -241,7 +322,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: Resources, overrides:
     plan = CodaLabRun(code_name=names["code"], data_name=names["data"], run_name=names["run"],
                       command=template["command"], docker_image=image, memory=args.memory, cpus=args.cpus,
                       time=args.time, gpus=args.gpus, instance=args.instance, worksheet=args.worksheet,
-                      description=f"{spec.name} (spec {spec.short_hash}), harness {commit}")
+                      description=cl_text(f"{spec.name} (spec {spec.short_hash}), harness {commit}"))
 
     # The code bundle, with a note of what it was built for (the worker records it).
     (folder / CODE_KEY).mkdir()
@@ -249,7 +330,7 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: Resources, overrides:
     bundle_info = {"built_at": built_at, "harness": harness, "spec": {"name": spec.name, "hash": spec.hash},
                    "bundles": {"code": plan.code_name, "data": plan.data_name, "run": plan.run_name},
                    "docker_image": image, "pins": {k: pins.get(k) for k in ("tensorflow", "keras")},
-                   "vendored": code["vendored"], "data_sha256": data_sha}
+                   "vendored": code["vendored"], "data_sha256": data_sha, "request_network": REQUEST_NETWORK}
     (folder / CODE_KEY / BUNDLE_INFO).write_text(json.dumps(bundle_info, indent=2) + "\n")
     n_files, code_sha = transfer.tree_sha256(folder / CODE_KEY)
 
@@ -272,16 +353,18 @@ def build_bundle(folder: Path, spec: ExperimentSpec, args: Resources, overrides:
         "dependencies": plan.dependencies(),
         "command": plan.command,
         "resources": {"docker_image": image, "memory": plan.memory, "cpus": plan.cpus, "time": plan.time,
-                      "gpus": plan.gpus, "network": template["resources"]["network"]},
+                      "gpus": plan.gpus, "network": REQUEST_NETWORK, "network_note": NETWORK_NOTE},
         "image": {**template["image"], "tensorflow_pin": tensorflow, "keras_pin": pins.get("keras")},
         "cl": list(commands.values()),
+        "cl_placeholders": {RUN_UUID: "the run bundle's uuid, as `cl run` printed it (the script saves it "
+                                      f"to {RUN_UUID_FILE})"},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     script = _Template((TEMPLATES / f"{SCRIPT}.template").read_text()).substitute(
         built_at=built_at, commit=commit, spec_name=spec.name, spec_hash=spec.hash, docker_image=image,
-        run_name=plan.run_name, download=plan.download_path,
-        **{f"cl_{step}": shlex.join(argv) for step, argv in commands.items()})
+        run_name=plan.run_name, download=plan.download_path, run_uuid_file=RUN_UUID_FILE, instance=plan.instance,
+        **{f"cl_{step}": shell_line(argv) for step, argv in commands.items()})
     (folder / SCRIPT).write_text(script)
     (folder / SCRIPT).chmod(0o755)
     return manifest
@@ -293,6 +376,11 @@ def bundle(out: Path, spec: ExperimentSpec, resources: Resources, overrides: dic
     return transfer.write_new_folder(out, lambda folder: build_bundle(folder, spec, resources, overrides))
 
 
+def shell_line(argv: list[str]) -> str:
+    """argv shell-quoted, with RUN_UUID left for the shell to expand ("$RUN_UUID")."""
+    return " ".join(f'"{a}"' if a == RUN_UUID else shlex.quote(a) for a in argv)
+
+
 def print_summary(out: Path, manifest: dict[str, Any]) -> None:
     b, r = manifest["bundles"], manifest["resources"]
     print(f"CodaLab bundle: {out}\n"
@@ -302,7 +390,7 @@ def print_summary(out: Path, manifest: dict[str, Any]) -> None:
           f"{b['data']['sha256'][:16]}…)  -> {b['data']['name']}\n"
           f"  run   {manifest['command']}\n"
           f"        on {r['docker_image']}, {r['memory']}, {r['cpus']} CPUs, {r['gpus']} GPUs, {r['time']}, "
-          f"no network  -> {b['run']['name']}\n"
+          f"with network (cl run always asks for it)  -> {b['run']['name']}\n"
           f"next: bash {out / SCRIPT}   (or: python run.py push codalab {out})")
 
 
@@ -315,16 +403,36 @@ def _require_cl() -> str:
     return cl
 
 
-def push(folder: Path) -> None:
-    """Run the bundle's codalab-run.sh: cl work, upload ×2, run, wait, download."""
+def push(folder: Path, log=print) -> str | None:
+    """Run the bundle's codalab-run.sh: cl work, upload ×2, run, wait, download; the run's pull spec."""
     script = folder / SCRIPT
     if not script.is_file() or not (folder / MANIFEST).is_file():
         raise UsageError(f"{folder}: not a CodaLab bundle (no {SCRIPT} and {MANIFEST}); "
                          "write one with `python run.py bundle codalab --out DIR`")
     _require_cl()
     rc = subprocess.run(["bash", str(script)]).returncode
+    uuid, spec = run_uuid(folder), None
+    if uuid:
+        # The uuid works from any shell; the run's name resolves only in this shell's worksheet.
+        spec = pull_spec(json.loads((folder / MANIFEST).read_text()).get("instance"), uuid)
+        log(f"run bundle {uuid}: pull it from any shell with `python run.py pull codalab {spec}`")
     if rc != 0:
         raise CodaLabError(f"{script} exited with status {rc}; the lines above say which `cl` step failed")
+    return spec
+
+
+def pull_spec(instance: str | None, uuid: str) -> str:
+    """`<instance>::<uuid>`: names the run bundle whichever instance and worksheet the shell's session is on."""
+    return f"{instance}::{uuid}" if instance else uuid
+
+
+def run_uuid(bundle_dir: Path) -> str | None:
+    """The run bundle's uuid that codalab-run.sh saved, or None (not run yet, or `cl run` failed)."""
+    try:
+        text = (bundle_dir / RUN_UUID_FILE).read_text()[:100].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if CODALAB_UUID.match(text) else None
 
 
 def pull(bundle: str, runs_dir: Path, *, force: bool = False, log=print) -> list[tuple[Path, bool]]:
@@ -342,7 +450,13 @@ def pull(bundle: str, runs_dir: Path, *, force: bool = False, log=print) -> list
         proc = subprocess.run([cl, "download", bundle, "-o", str(bundle_dir)], capture_output=True, text=True)
         if proc.returncode != 0 or not bundle_dir.is_dir():
             why = (proc.stderr.strip() or proc.stdout.strip() or "it wrote nothing").splitlines()[-1]
-            raise CodaLabError(f"cl download {bundle}: {why}")
+            # `[<instance>::][<worksheet>//]<bundle>` (BundleCLI.resolve_target); a bare name is looked
+            # up in the current worksheet of this shell's session (CodaLabManager.session_name).
+            _, _, target = bundle.rpartition("::")
+            hint = ("" if CODALAB_UUID.match(target) or "//" in target else
+                    "; a bare name is looked up in this shell's current worksheet: pass the uuid "
+                    "(push prints it) or WORKSHEET//NAME")
+            raise CodaLabError(f"cl download {bundle}: {why}{hint}")
         transfer.check_tree(bundle_dir, f"run bundle {bundle}")
         records = transfer.record_folders(bundle_dir, skip=(CODE_KEY, DATA_KEY))
         if not records:

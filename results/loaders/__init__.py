@@ -27,6 +27,7 @@ LOADERS = Registry("loader", {
     "codalab": "results.loaders.codalab:CodaLabBundleLoader",
     "comet": "results.loaders.comet:CometArchiveLoader",
     "openml": "results.loaders.openml:OpenMLRunLoader",
+    "beat": "results.loaders.beat:BeatBundleLoader",
 })
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 MAX_PREDICTIONS_BYTES = 4 * MiB  # predictions.npy: one byte per test image (10,000) and a header

@@ -1,10 +1,14 @@
-"""CodaLab: the bundle, the run inside a simulated worker, and the `cl` commands.
+"""CodaLab: the bundle, the run inside a worker that behaves like CodaLab's, and the `cl` commands.
 
-The worker is simulated as CodaLab's worker runs a bundle (codalab/worker/docker_utils.py):
-a fresh working directory with each dependency under its key, read-only, HOME set to
-the working directory, CODALAB=true, and the manifest's command run as
-`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`. The `cl` CLI itself (an external tool
-that needs a server) is a stub that records its argv and mimics `cl download`.
+The worker is `run.py preflight codalab` (adapters/remote/preflight.py), laid out as CodaLab's
+worker runs a bundle (codalab/worker/worker_run_state.py, docker_utils.py): the run bundle in a
+folder named after its uuid, each dependency read-only in `<uuid>_dependencies/<key>` and reached
+by a symlink `<key>`, HOME the bundle folder, CODALAB=true, the command as
+`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`, run as a non-root user without network, by the
+image-like interpreter (`make images`: Python 3.11, tensorflow-cpu 2.21.0, no PyYAML). `pull`
+drives the real `cl` 1.7.5 (.venv-codalab) against a loopback stand-in of the server's REST API
+(tests/adapters/codalab_server.py); the real parser and codalab-run.sh end to end are in
+tests/adapters/test_codalab_cli.py.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ from core.environment import HARNESS_STAMP, git_state
 from core.errors import UsageError
 from core.spec import load_spec
 from results.loaders import discover
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codalab_server import NO_PYTHON39, CodaLabStandIn, build_cl_venv, cl_home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "1", "--train-limit", "300", "--test-limit", "200"]
@@ -74,33 +81,30 @@ def worker_env(work: Path, tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def worker(bundle, tmp_path_factory) -> types.SimpleNamespace:
-    """The bundle run in a simulated worker, and the same spec run locally (in parallel)."""
+def worker(bundle, image_envs, tmp_path_factory) -> types.SimpleNamespace:
+    """The bundle run by `run.py preflight codalab` (which also runs the same spec locally, in parallel)."""
     tmp = tmp_path_factory.mktemp("worker")
-    work = tmp / "0x5d0d2b3d9c0e4c5f8a6e2a1b3c4d5e6f"  # the worker's working directory is /<run bundle uuid>
-    work.mkdir()
-    deps = {d["key"]: work / d["key"] for d in bundle.manifest["dependencies"]}
-    for key, dest in deps.items():
-        shutil.copytree(bundle.dir / bundle.manifest["bundles"][key]["path"], dest)
-        subprocess.run(["chmod", "-R", "a-w", str(dest)], check=True)
+    deps = {d["key"]: bundle.dir / bundle.manifest["bundles"][d["key"]]["path"]
+            for d in bundle.manifest["dependencies"]}
     before = {key: snapshot(dest) for key, dest in deps.items()}
-    command = bundle.manifest["command"]
-    proc = subprocess.Popen(["/bin/bash", "-c", f"( {command}; ) >stdout 2>stderr"], cwd=work,
-                            env=worker_env(work, tmp))
-    local_runs = tmp / "local-runs"
-    local = subprocess.Popen([sys.executable, "run.py", "--platform", "local", *TINY, "--runs-dir", str(local_runs)],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    local_out, _ = local.communicate(timeout=900)
-    rc = proc.wait(timeout=900)
+    runs = tmp / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "CODALAB"}
+    proc = subprocess.run([sys.executable, "run.py", "preflight", "codalab", str(bundle.dir), "--offline",
+                           "--keep-sandbox", "--runs-dir", str(runs)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800)
     after = {key: snapshot(dest) for key, dest in deps.items()}
-    yield types.SimpleNamespace(work=work, tmp=tmp, rc=rc, deps=deps, before=before, after=after,
-                                local_rc=local.returncode, local_out=local_out, local_runs=local_runs)
-    for dest in deps.values():
-        subprocess.run(["chmod", "-R", "u+w", str(dest)], check=False)
+    kept = re.search(r"^\[preflight\] sandbox kept: (.+)$", proc.stderr, re.M)
+    sandbox_root = Path(kept.group(1)) if kept else tmp / "no-sandbox"
+    work = next(sandbox_root.glob("0x*[0-9a-f]"), sandbox_root / "0x-missing")
+    records = {json.loads((p / "run.json").read_text())["platform"]: p for p in runs.iterdir()} if runs.is_dir() else {}
+    yield types.SimpleNamespace(work=work, tmp=tmp, rc=proc.returncode, out=proc.stdout, err=proc.stderr, deps=deps,
+                                before=before, after=after, records=records, env=image_envs["codalab"])
+    subprocess.run(["rm", "-rf", str(sandbox_root)], check=False)
 
 
 def stderr_tail(work: Path) -> str:
-    return "\n".join((work / "stderr").read_text(errors="replace").splitlines()[-15:])
+    stderr = work / "stderr"
+    return "\n".join(stderr.read_text(errors="replace").splitlines()[-15:]) if stderr.is_file() else f"no {stderr}"
 
 
 # --- The bundle ------------------------------------------------------------------------
@@ -149,10 +153,11 @@ def test_bundled_spec_is_the_spec_asked_for_with_its_hash(bundle):
     assert bundle.manifest["spec"]["overrides"] == {"epochs": 1, "data.train_limit": 300, "data.test_limit": 200}
 
 
-def test_manifest_names_image_resources_and_no_network(bundle):
+def test_manifest_names_image_resources_and_that_the_run_has_network(bundle):
     m = bundle.manifest
     assert m["resources"] == {"docker_image": "tensorflow/tensorflow:2.21.0", "memory": "4g", "cpus": 2,
-                              "time": "2h", "gpus": 0, "network": False}
+                              "time": "2h", "gpus": 0, "network": True, "network_note": codalab.NETWORK_NOTE}
+    assert "no flag to turn it off" in m["resources"]["network_note"]
     assert m["image"]["tensorflow_pin"] == remote_codalab.pinned_versions()["tensorflow"]
     assert m["dependencies"] == [{"key": "code", "bundle": m["bundles"]["code"]["name"]},
                                  {"key": "data", "bundle": m["bundles"]["data"]["name"]}]
@@ -163,7 +168,12 @@ def test_manifest_names_image_resources_and_no_network(bundle):
 def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
     script = (bundle.dir / remote_codalab.SCRIPT).read_text()
     subprocess.run(["bash", "-n", str(bundle.dir / remote_codalab.SCRIPT)], check=True)  # valid bash
-    lines = [shlex.split(line) for line in script.splitlines() if line.startswith("cl ")]
+    # `RUN_UUID=$(cl run ...)`: the uuid the run's wait and download use
+    captured = [line for line in script.splitlines() if line.startswith("RUN_UUID=$(cl ")]
+    assert len(captured) == 1 and captured[0].endswith(")")
+    lines = [shlex.split(line.replace('"$RUN_UUID"', remote_codalab.RUN_UUID.replace("$", "\\$")))
+             for line in script.splitlines() if line.startswith("cl ")]
+    lines.insert(3, shlex.split(captured[0][len("RUN_UUID=$("):-1]))
     m = bundle.manifest
     assert lines == m["cl"]
     assert [argv[1] for argv in lines] == ["work", "upload", "upload", "run", "wait", "download"]
@@ -178,13 +188,17 @@ def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
         key, bundle_name = target.split(":")
         assert CL_NAME.match(key) and CL_NAME.match(bundle_name)
     assert run[4] == m["command"] and "%" not in run[4]  # `cl run` expands %...% in commands
-    options = dict(zip(run[5::2], run[6::2]))
+    flags = run[5:]
+    assert flags.pop(flags.index("--request-network")) == "--request-network"  # what cl run does anyway, said
+    options = dict(zip(flags[::2], flags[1::2]))
     assert options == {"--request-docker-image": "tensorflow/tensorflow:2.21.0", "--request-memory": "4g",
                        "--request-cpus": "2", "--request-time": "2h", "-n": m["bundles"]["run"]["name"],
                        "-d": options["-d"]}
     assert all(CL_NAME.match(b["name"]) for b in m["bundles"].values())
-    assert wait == ["cl", "wait", m["bundles"]["run"]["name"]]
-    assert download == ["cl", "download", m["bundles"]["run"]["name"], "-o", m["bundles"]["run"]["download"]]
+    assert wait == ["cl", "wait", remote_codalab.RUN_UUID]
+    assert download == ["cl", "download", remote_codalab.RUN_UUID, "-o", m["bundles"]["run"]["download"]]
+    assert m["bundles"]["run"]["download"] == f"downloads/{m['bundles']['run']['name']}"
+    assert 'mkdir -p "$(dirname "$download")"' in script and "already exists" in script
 
 
 def test_gpus_ask_for_the_gpu_image_and_request_gpus():
@@ -255,6 +269,8 @@ def test_code_bundle_with_a_secret_is_refused_as_every_bundle_is(tmp_path, monke
 
 def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):
     cases = [(["--memory", "4 gigs"], "--memory"), (["--time", "soon"], "--time"), (["--cpus", "0"], "--cpus"),
+             (["--memory", "1.5"], "--memory"), (["--memory", "0g"], "--memory"), (["--time", "infs"], "--time"),
+             (["--instance", "https://x.org/$(id)"], "--instance"),
              (["--worksheet", "my worksheet"], "--worksheet"), (["--instance", "ftp://x::y"], "--instance")]
     for extra, flag in cases:
         out = tmp_path / "b"
@@ -272,8 +288,12 @@ def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):
 
 # --- Inside the worker --------------------------------------------------------------------
 
+def worker_failed(worker) -> str:
+    return f"{stderr_tail(worker.work)}\n{worker.err[-2000:]}"
+
+
 def test_worker_run_completes_a_record_in_the_working_directory(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.rc == 0, worker_failed(worker)
     records = list((worker.work / "runs").iterdir())
     assert len(records) == 1 and not records[0].name.startswith(".")
     run = json.loads((records[0] / "run.json").read_text())
@@ -282,33 +302,71 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
                            "verified_by": "sha256"}
     info = run["environment"]["platform_info"]
     assert info["in_worker"] is True and info["run_bundle_uuid"] == worker.work.name
+    assert re.match(r"^0x[0-9a-f]{32}$", worker.work.name)
     assert info["bundle"]["bundles"]["code"].startswith("mnist-harness-code-")
     # No git in the worker: the commit comes from the stamp the bundle was built with.
     assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP}
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
+    # The image's interpreter: TensorFlow as the tensorflow-cpu distribution, read as 2.21.0.
+    installed = worker.env.packages()
+    assert installed["tensorflow-cpu"] == "2.21.0" and "tensorflow" not in installed and "pyyaml" not in installed
+    assert run["environment"]["packages"]["tensorflow"] == "2.21.0"
+    assert run["environment"]["packages"]["keras"] == installed["keras"]
+    assert run["environment"]["python"].startswith("3.11.")
+
+
+def test_worker_runs_as_a_non_root_user_with_symlinked_read_only_dependencies(worker):
+    assert worker.rc == 0, worker_failed(worker)
+    for key in worker.deps:  # ./<key> -> /<uuid>_dependencies/<key>, as the worker links them
+        link = worker.work / key
+        mount = worker.work.parent / f"{worker.work.name}_dependencies" / key
+        assert link.is_symlink() and Path(os.readlink(link)) == mount
+    adopted = json.loads((worker.records["codalab"] / "run.json").read_text())["environment"]["platform_info"]
+    iso = adopted["preflight_isolation"]
+    if os.geteuid() == 0:  # as root a test proves nothing: root writes through read-only files
+        assert iso["uid"] != 0 and iso["network_off"] is True and iso["inputs"] == "read-only bind mounts"
+        assert (worker.work / "runs").stat().st_uid == iso["uid"] != 0
+    else:
+        assert iso["uid"] == os.geteuid()
+    assert adopted["preflight"] is True and (worker.records["codalab"] / "codalab" / "stderr").is_file()
+
+
+def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
+    """The worker's stderr is what a CodaLab user reads: run.py quiets it there as on a laptop (issue #20)."""
+    assert worker.rc == 0, stderr_tail(worker.work)
+    stderr, stdout = (worker.work / "stderr").read_text(), (worker.work / "stdout").read_text()
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in stderr, noise
+    assert "[run] completed: test accuracy " in stdout and "run record: runs/" in stdout
+    [record] = (worker.work / "runs").iterdir()
+    assert json.loads((record / "run.json").read_text())["environment"]["logging"]["level_set_by"] == "harness"
 
 
 def test_worker_writes_nothing_into_the_dependencies(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.rc == 0, worker_failed(worker)
     for key in worker.deps:
         assert worker.after[key] == worker.before[key], f"{key}/ changed during the run"
     assert not list(worker.deps["code"].rglob("__pycache__"))
 
 
 def test_worker_imports_the_vendored_pyyaml_without_network_or_install(bundle, worker):
-    env = worker_env(worker.work, worker.tmp / "probe")
+    env = {"PATH": f"{worker.env.folder / 'bin'}:/usr/bin:/bin", "HOME": str(bundle.dir), "CODALAB": "true"}
+    bare = subprocess.run(["/bin/bash", "-c", "python -B -c 'import yaml'"], cwd=bundle.dir, env=env,
+                          capture_output=True, text=True)
+    assert "No module named 'yaml'" in bare.stderr  # the image has none
     probe = subprocess.run(["/bin/bash", "-c", "PYTHONPATH=code/vendor python -B -c "
                             "'import yaml; print(yaml.__file__, yaml.__with_libyaml__)'"],
-                           cwd=worker.work, env=env, capture_output=True, text=True, check=True)
+                           cwd=bundle.dir, env=env, capture_output=True, text=True, check=True)
     path, with_libyaml = probe.stdout.split()
-    assert Path(path).resolve() == (worker.work / "code" / "vendor" / "yaml" / "__init__.py").resolve()
+    assert Path(path).resolve() == (bundle.dir / "code" / "vendor" / "yaml" / "__init__.py").resolve()
     assert with_libyaml == "False"
 
 
 def test_worker_record_loads_beside_a_local_run_of_the_same_spec(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
-    assert worker.local_rc == 0, worker.local_out[-2000:]
-    runs, skipped = discover([worker.work, worker.local_runs])
+    assert worker.rc == 0, worker_failed(worker)
+    assert "local" in worker.records, worker.err[-2000:]
+    runs, skipped = discover([worker.work, worker.records["local"]])
     assert not skipped
     by_platform = {r.run["platform"]: r for r in runs}
     assert set(by_platform) == {"codalab", "local"}
@@ -319,6 +377,7 @@ def test_worker_record_loads_beside_a_local_run_of_the_same_spec(worker):
     # Same machine, same TensorFlow, op determinism on: the worker must not change a single prediction.
     assert cl.run["predictions_sha256"] == local.run["predictions_sha256"]
     assert np.array_equal(cl.predictions(), local.predictions())
+    assert worker.out.splitlines()[0].startswith("codalab image: identical to local")
 
 
 def test_worker_without_the_data_dependency_fails_with_one_readable_line(bundle, tmp_path):
@@ -332,51 +391,23 @@ def test_worker_without_the_data_dependency_fails_with_one_readable_line(bundle,
     assert not (work / "runs").exists() or not any((work / "runs").iterdir())
 
 
-# --- Push and pull, with a stand-in for the `cl` CLI ------------------------------------------
+# --- Push and pull with the real `cl` against a loopback stand-in ---------------------------------
 
-FAKE_CL = """#!{python}
-# Stand-in for the CodaLab CLI: logs its argv; `upload`/`run` print a uuid, `download` copies a folder.
-import json, os, shutil, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_CL_LOG"], "a") as log:
-    log.write(json.dumps(["cl", *args]) + "\\n")
-if args[0] in ("upload", "run"):
-    print("0x" + "ab" * 16)
-elif args[0] == "download":
-    if os.environ.get("FAKE_CL_FAIL"):
-        sys.exit("Error: bundle not found: " + args[1])
-    out = args[args.index("-o") + 1]
-    print("Downloading " + args[1] + " => " + out)
-    # The worker removes the mounted dependencies before it uploads the run bundle.
-    src = os.environ["FAKE_CL_BUNDLE"]
-    shutil.copytree(src, out, ignore=lambda d, names: [n for n in names if d == src and n in ("code", "data")])
-"""
+@pytest.fixture(scope="module")
+def real_cl(tmp_path_factory) -> types.SimpleNamespace:
+    venv = build_cl_venv()
+    if venv is None:
+        pytest.skip(NO_PYTHON39)
+    with CodaLabStandIn() as server:
+        yield types.SimpleNamespace(server=server, env=cl_home(venv, server, tmp_path_factory.mktemp("cl") / "home"))
 
 
-@pytest.fixture
-def fake_cl(tmp_path, monkeypatch) -> types.SimpleNamespace:
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    (bin_dir / "cl").write_text(FAKE_CL.format(python=sys.executable))
-    (bin_dir / "cl").chmod(0o755)
-    log = tmp_path / "cl.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_CL_LOG", str(log))
-    return types.SimpleNamespace(log=log, calls=lambda: [json.loads(l) for l in log.read_text().splitlines()]
-                                 if log.exists() else [])
-
-
-def test_push_runs_exactly_the_manifest_cl_commands(bundle, fake_cl, tmp_path, monkeypatch):
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle.dir, copy)
-    remote_bundle = tmp_path / "remote"
-    remote_bundle.mkdir()
-    (remote_bundle / "stdout").write_text("")
-    (remote_bundle / "stderr").write_text("")
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(remote_bundle))
-    assert remote.main("push", ["codalab", str(copy)]) == 0
-    assert fake_cl.calls() == bundle.manifest["cl"]
-    assert (copy / bundle.manifest["bundles"]["run"]["download"] / "stdout").is_file()
+def use_real_cl(monkeypatch, real_cl) -> None:
+    """This process finds the real `cl` and its CodaLab home, as a user's shell would."""
+    for name in [k for k in os.environ if "proxy" in k.lower()]:
+        monkeypatch.delenv(name)
+    for name in ("PATH", "CODALAB_HOME", "CODALAB_SESSION", "PYTHONWARNINGS", "NO_PROXY"):
+        monkeypatch.setenv(name, real_cl.env[name])
 
 
 def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, capsys):
@@ -388,40 +419,38 @@ def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, c
     assert "not a CodaLab bundle" in capsys.readouterr().err
 
 
-def test_pull_puts_the_run_record_into_runs(worker, fake_cl, tmp_path, monkeypatch, capsys):
-    assert worker.rc == 0, stderr_tail(worker.work)
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(worker.work))
+def test_pull_puts_the_run_record_into_runs(worker, real_cl, tmp_path, monkeypatch, capsys):
+    assert worker.rc == 0, worker_failed(worker)
+    # The run bundle as the worker uploads it: its working directory without the mounted dependencies.
+    contents = tmp_path / "run-bundle"
+    shutil.copytree(worker.work, contents, ignore=lambda d, names: [n for n in names if Path(d) == worker.work
+                                                                    and n in ("code", "data")])
+    server = real_cl.server
+    uuid = server.add_run("mnist-run-x", contents)
+    use_real_cl(monkeypatch, real_cl)
+    spec = remote_codalab.pull_spec(server.address, uuid)  # the form push prints
     runs_dir = tmp_path / "runs"
-    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0
-    assert fake_cl.calls()[0][:3] == ["cl", "download", "mnist-run-x"]
+    assert remote.main("pull", ["codalab", spec, "--runs-dir", str(runs_dir)]) == 0
     records = [p for p in runs_dir.iterdir()]
     assert len(records) == 1, "the download folder must not be left behind"
     run = json.loads((records[0] / "run.json").read_text())
-    assert run["links"]["codalab"]["bundle"] == "mnist-run-x"
+    assert run["links"]["codalab"]["bundle"] == spec
     assert run["links"]["codalab"]["run_bundle_uuid"] == worker.work.name
     assert (records[0] / "codalab" / "stderr").read_text() == (worker.work / "stderr").read_text()
     runs, skipped = discover([runs_dir])
     assert [(r.run["platform"], r.run["status"], r.loader) for r in runs] == [("codalab", "completed", "record")]
     assert not skipped
-    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0  # again: no copy
+    assert remote.main("pull", ["codalab", spec, "--runs-dir", str(runs_dir)]) == 0  # again: no copy
     assert "already in runs" in capsys.readouterr().out
     assert len(list(runs_dir.iterdir())) == 1
 
 
-def test_pull_of_a_bundle_without_a_record_says_why(fake_cl, tmp_path, monkeypatch, capsys):
-    failed = tmp_path / "failed-run"
-    failed.mkdir()
-    (failed / "stdout").write_text("")
-    (failed / "stderr").write_text("Traceback (most recent call last):\n"
-                                   "ModuleNotFoundError: No module named 'yaml'\n")
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(failed))
-    runs_dir = tmp_path / "runs"
-    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
-    assert "No module named 'yaml'" in capsys.readouterr().err
-    assert list(runs_dir.iterdir()) == []
-    monkeypatch.setenv("FAKE_CL_FAIL", "1")
-    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
-    assert "bundle not found" in capsys.readouterr().err
+def test_worker_record_says_the_run_had_network(worker):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    [record] = (worker.work / "runs").iterdir()
+    info = json.loads((record / "run.json").read_text())["environment"]["platform_info"]
+    assert info["request_network"] is True and info["network"] == codalab.NETWORK_NOTE
+    assert info["bundle"]["request_network"] is True
 
 
 def test_compare_skips_a_run_bundle_without_a_record_with_its_stderr(tmp_path):

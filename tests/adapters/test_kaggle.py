@@ -285,7 +285,8 @@ def runs(tmp_path_factory, idx_store):
     attach(idx_store, root / "input" / "datasets" / "hojjatk" / "mnist-dataset", nested="train-images-idx3-ubyte")
     (root / "working").mkdir()
     (tmp / "tmp").mkdir()
-    kernel_env = {k: v for k, v in env_bundle.items() if k != "PYTHONPATH"}
+    # A kernel's environment has no PYTHONPATH, nor the TF_CPP_MIN_LOG_LEVEL the tests set: its log reads as a user's.
+    kernel_env = {k: v for k, v in env_bundle.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
     kernel_env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", KAGGLE_ROOT=str(root), KAGGLE_URL_BASE="https://www.kaggle.com",
                       KAGGLE_DATA_PROXY_TOKEN=PROXY_TOKEN, GIT_COMMIT="image-commit-1234", BUILD_DATE="20261101-000000",
                       TMPDIR=str(tmp / "tmp"), MNIST_HARNESS_CACHE=str(tmp / "no-cache"))
@@ -305,6 +306,16 @@ def runs(tmp_path_factory, idx_store):
                 proc.wait()
     return {"bundle": out, "root": root, "tmp": tmp, "kernel": (kernel.returncode, kernel_log),
             "local": (local.returncode, local_log), "local_runs": tmp / "local"}
+
+
+def test_kernel_log_is_the_runs_not_tensorflows_native_log(runs):
+    """The kernel's log is what a Kaggle user reads: run.py quiets it there as on a laptop (issue #20)."""
+    rc, log = runs["kernel"]
+    assert rc == 0, log[-3000:]
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in log, noise
+    assert "[run] completed: test accuracy " in log and "run record: /" in log
 
 
 def test_kernel_run_writes_a_record_that_loads_beside_a_local_run(runs):
