@@ -43,8 +43,11 @@ def check_architecture(spec: ExperimentSpec) -> tuple[int, ...]:
     input, a model whose output is not one score per digit, or one too large to hold is a
     SpecError (exit 2) here, before a record exists. Called before the seeds are set:
     making a layer draws its initializer's default seed from Python's `random`, which
-    `keras.utils.set_random_seed` resets afterwards.
+    `keras.utils.set_random_seed` resets afterwards. Making a layer also starts the
+    backend's runtime, so its thread pools are sized first (as `backend.configure` would;
+    sizing them again with the same numbers there is a no-op).
     """
+    backend.configure_threads()
     import keras
 
     shape: tuple = (None, *INPUT_SHAPE)
