@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench data images clean codalab-cli beat-env
+.PHONY: run test bench data images clean codalab-cli beat-env postgres
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,10 @@ beat-env: $(BEAT_STAMP)
 
 clean:
 	rm -rf $(VENV) $(CODALAB_VENV) $(BEAT_VENV) .pytest_cache
+
+# A real PostgreSQL for the explore workers' tests (Debian's package; the tests start a
+# throwaway server on 127.0.0.1). Idempotent: installs only when initdb is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb

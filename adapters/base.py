@@ -97,8 +97,9 @@ class Platform(abc.ABC):
 
         A failed or interrupted run re-raises after `finalize`, with its record published.
         """
-        from core.experiment import RunFailed, run_experiment  # imports nothing heavy until here
+        from core.experiment import RunFailed, check_architecture, run_experiment  # nothing heavy until here
 
+        check_architecture(spec)  # an impossible model is exit 2 before data, callbacks or a record
         record, status = None, "failed"
         try:
             data = self.load_data(spec)

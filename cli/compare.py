@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 from core.errors import UsageError
@@ -57,6 +59,8 @@ def main(command: str, argv: list[str]) -> int:
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     if out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
+    if out is not None and os.path.lexists(out) and not stat.S_ISREG(os.lstat(out).st_mode):
+        raise UsageError(f"--out {out} is a link or a special file; not replaced (give a new file name)")
 
     from results.compare import compare_paths
     from results.render import FORMATS as RENDERERS
@@ -70,9 +74,17 @@ def main(command: str, argv: list[str]) -> int:
     if out is None:
         sys.stdout.write(report)
         return 0
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(report, encoding="utf-8")
-    os.replace(tmp, out)  # never a half-written report under the real name
+    # A fresh temporary name (O_EXCL: a planted link there is not followed), then one rename:
+    # never a half-written report under the real name.
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(report)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     print(f"{fmt} report: {out} ({comparison.n_runs} runs, {len(comparison.groups)} experiments, "
           f"{len(comparison.skipped)} skipped)")
     return 0

@@ -23,3 +23,10 @@ def run_command(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        from core.record import describe_error, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"error: {describe_error(e)}", file=sys.stderr)  # the machine's trouble, not a bug: one line
+        return 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.spec import DEFAULT_SPEC, ExperimentSpec, load_spec, parse_set_option
+from core.spec import DEFAULT_SPEC, ExperimentSpec, load_spec, merge_overrides
 
 
 def add_spec_options(parser: argparse.ArgumentParser, spec_default: str | None = DEFAULT_SPEC) -> None:
@@ -28,6 +28,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                    help="turn TensorFlow op determinism off (faster on GPU; recorded in the record)")
 
 
+# flag (argparse dest) -> the spec key it overrides
+FLAG_KEYS = (("epochs", "epochs"), ("seed", "seed"), ("batch_size", "batch_size"), ("split", "split"),
+             ("train_limit", "data.train_limit"), ("test_limit", "data.test_limit"))
+
+
 def add_platform_options(parser: argparse.ArgumentParser, platform_cls) -> None:
     """The platform's own options (`Platform.OPTIONS`, declared as data) as an argument group."""
     if platform_cls.OPTIONS:
@@ -37,13 +42,9 @@ def add_platform_options(parser: argparse.ArgumentParser, platform_cls) -> None:
 
 
 def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = dict(parse_set_option(s) for s in args.set)
-    for flag, key in (("epochs", "epochs"), ("seed", "seed"), ("batch_size", "batch_size"), ("split", "split"),
-                      ("train_limit", "data.train_limit"), ("test_limit", "data.test_limit")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[key] = value
-    return overrides
+    """`--set` and the dedicated flags the parser has, as overrides; a key given twice is refused."""
+    flags = {key: getattr(args, flag, None) for flag, key in FLAG_KEYS}
+    return merge_overrides(args.set, flags)
 
 
 def spec_from_args(args: argparse.Namespace, spec: str | None = None) -> ExperimentSpec:

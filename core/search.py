@@ -26,14 +26,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import hashlib
 import itertools
 import math
+import random
+import re
+import sys
+import time
+import uuid
 import warnings
+from pathlib import Path
 from typing import Any, Mapping
 
 from core.errors import HarnessError, UsageError
-from core.spec import OPTIMIZER_ARGS, SCHEDULE_ARGS, ExperimentSpec, canonical_json, parse_spec
+from core.record import read_run_json
+from core.reports import format_seconds, markdown_table
+from core.spec import OPTIMIZER_ARGS, SCHEDULE_ARGS, ExperimentSpec, SpecError, canonical_json, parse_spec
 
 CONV = "Conv2D"
 POOLS = ("MaxPooling2D", "AveragePooling2D")
@@ -347,37 +356,113 @@ def make_sampler(name: str, space: SearchSpace, seed: int):
     raise UsageError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
 
 
-def open_storage(url: str):
-    """Optuna's RDB storage at `url`, with heartbeats: a killed worker's trial is failed, then retried."""
+def storage_label(url: str) -> str:
+    """The storage URL as it may be printed: a password in it is not."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# Messages of the errors two workers meet when they create the same tables or study at once
+# (SQLite: "table trial_params already exists"; PostgreSQL: a duplicate pg_type or relation;
+# both: a unique constraint on the version row) or wait on each other's lock: retried.
+_RACE = re.compile(r"already exists|duplicate key|UNIQUE constraint|unique constraint|database is locked|deadlock",
+                   re.IGNORECASE)
+
+
+def open_storage(url: str, heartbeat: int = 30, attempts: int = 10):
+    """Optuna's RDB storage at `url`, safe for several workers on one study.
+
+    - Creating the tables races when workers start together on a new database: the loser's
+      error is retried (then the tables exist and creation is skipped).
+    - SQLite: every transaction begins IMMEDIATE, so a read-then-write (Optuna claiming a
+      waiting trial: read WAITING, write RUNNING) holds the write lock from its read on, as
+      PostgreSQL's SELECT ... FOR UPDATE does; otherwise two workers can claim one trial.
+    - Heartbeats: a trial whose worker was killed is failed after 4 silent heartbeats (by
+      whichever worker looks next), then run again by `retry_failed`.
+    """
     import optuna
     import sqlalchemy.exc
 
+    sqlite = url.startswith("sqlite")
     # SQLite allows one writer at a time; wait for the lock (other workers, heartbeats) instead of failing.
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
-    except ModuleNotFoundError as e:
-        raise UsageError(f"storage {url!r} needs the database driver {e.name!r}: pip install it") from None
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ValueError) as e:
-        raise UsageError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+    engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                     grace_period=4 * heartbeat)
+            break
+        except ModuleNotFoundError as e:
+            raise UsageError(f"storage {storage_label(url)!r} needs the database driver {e.name!r}: "
+                             "pip install it") from None
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError,
+                optuna.exceptions.StorageInternalError) as e:
+            if _RACE.search(str(e)) and attempt < attempts - 1:
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))  # another worker is creating the tables
+                continue
+            raise UsageError(f"cannot open storage {storage_label(url)!r}: {_first_line(e)}") from None
+        except (sqlalchemy.exc.ArgumentError, ValueError) as e:
+            raise UsageError(f"cannot open storage {storage_label(url)!r}: {_first_line(e)}") from None
+    if sqlite:
+        _begin_immediate(storage.engine)
+    return storage
 
 
-def open_study(storage, name: str, sampler, identity: dict[str, Any], direction: str):
-    """Create the study, or load it and check it searches the same thing."""
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _begin_immediate(engine) -> None:
+    """SQLAlchemy's recipe for SQLite: pysqlite's own BEGIN off, `BEGIN IMMEDIATE` on every transaction."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners would not have them
+
+
+def open_study(storage, name: str, sampler, identity: dict[str, Any], direction: str, attempts: int = 10):
+    """Create the study, or load it and check it searches the same thing (two workers may create it at once)."""
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                direction=direction, load_if_exists=True)
+    for attempt in range(attempts):
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                        direction=direction, load_if_exists=True)
+            break
+        except (KeyError, optuna.exceptions.DuplicatedStudyError, optuna.exceptions.StorageInternalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))  # created meanwhile: load it next time
     stored = study.user_attrs.get("identity")
     if stored is None:
-        study.set_user_attr("identity", identity)
+        study.set_user_attr("identity", identity)  # two workers may both set it: the same value
     elif stored != identity:
         differs = ", ".join(k for k in identity if stored.get(k) != identity[k])
         raise UsageError(f"study {name!r} in this storage searches something else ({differs} differ); "
                          "resume it with its original options or pick a new --study name")
     return study
+
+
+# The spec keys each searched parameter sets: a `--set` of one of them would be silently replaced.
+SEARCHED_KEYS = {"learning_rate": "optimizer.learning_rate", "batch_size": "batch_size", "epochs": "epochs",
+                 "optimizer": "optimizer", "momentum": "optimizer.momentum", "decay": "optimizer.decay"}
+
+
+def check_set_keys(overrides: Mapping[str, Any], space: SearchSpace) -> None:
+    """Refuse a `--set` of a key the search itself sets (the search would overwrite it in every trial)."""
+    for name in space.values:
+        key = SEARCHED_KEYS.get(name, "layers")
+        for given in overrides:
+            if given == key or given.startswith(key + ".") or key.startswith(given + "."):
+                raise UsageError(f"--set {given} and --{name.replace('_', '-')} both set {key}; "
+                                 "search it or fix it, not both")
 
 
 def retry_failed(study, space: SearchSpace) -> list[int]:
@@ -413,13 +498,18 @@ def retry_failed(study, space: SearchSpace) -> list[int]:
     return queued
 
 
-def grid_covered(study, space: SearchSpace) -> bool:
-    """Has every combination of the space a completed or pruned trial?"""
+def covered_points(study, space: SearchSpace) -> int:
+    """How many combinations of the space have a completed or pruned trial."""
     from optuna.trial import TrialState
 
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     done = {canonical_json(t.params) for t in finished}
-    return all(canonical_json(c) in done for c in space.combinations())
+    return sum(canonical_json(c) in done for c in space.combinations())
+
+
+def grid_covered(study, space: SearchSpace) -> bool:
+    """Has every combination of the space a completed or pruned trial?"""
+    return covered_points(study, space) == space.grid_size
 
 
 def finished_trials(study) -> int:
@@ -447,3 +537,222 @@ def best_spec_yaml(spec_dict: dict[str, Any], name: str, header: str) -> str:
     parse_spec(spec, source=name)  # what we write must load
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     return comment + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
+
+
+# --- Workers: one study, several processes or machines ---------------------------------------
+# Optuna's samplers decide on a trial's parameters without a lock, so two workers can draw the
+# same grid point (the GridSampler hands out running points once none is left unstarted) and a
+# random or resumed search can draw a spec already running elsewhere. What makes "trained once"
+# hold is a claim per spec: creating a study is the one write every RDB storage makes atomic
+# (a unique study name), so the claim is a tiny study named after the spec. A trial that finds
+# its spec claimed by a running trial waits for it and takes its value; a claim whose trial
+# failed (killed, interrupted, crashed) is superseded by the next generation's claim.
+
+CLAIM_POLL_S = 2.0
+
+
+def claim_name(study_name: str, spec_hash: str, generation: int) -> str:
+    return f"{study_name}::claim::{spec_hash[:16]}::{generation}"
+
+
+def claim_spec(study, spec_hash: str, trial_number: int, worker: str,
+               ownerless_is_dead: bool = False) -> dict[str, Any] | None:
+    """Claim `spec_hash` for this trial; None when claimed, else the owner (`{"trial", "worker"}` or {}:
+    a claim made a moment ago, whose owner is not written yet; `ownerless_is_dead` passes over it)."""
+    import optuna
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    generation = 0
+    while True:
+        name = claim_name(study.study_name, spec_hash, generation)
+        try:
+            claim_id = storage.create_new_study([StudyDirection.MINIMIZE], name)
+        except optuna.exceptions.DuplicatedStudyError:
+            owner = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get("owner") or {}
+            if owner.get("trial") == trial_number and owner.get("worker") == worker:
+                return None  # our own claim, asked again
+            state = _trial_state(study, owner.get("trial"))
+            if state == TrialState.FAIL or (not owner and ownerless_is_dead):
+                generation += 1  # its trial failed (or its maker died making it): the next claim is free
+                continue
+            return owner
+        storage.set_study_user_attr(claim_id, "owner", {"trial": trial_number, "worker": worker})
+        return None
+
+
+def _trial_state(study, number: int | None):
+    if number is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return t.state
+    return None
+
+
+def run_study(study, space: SearchSpace, objective, target: int, grid: bool) -> None:
+    """Run trials until `target` grid points are covered (grid: a trial that copied another's value
+    covers nothing new) or `target` trials are finished; failed trials are queued again first."""
+    while (covered_points(study, space) if grid else finished_trials(study)) < target:
+        queued = retry_failed(study, space)
+        if queued:
+            print(f"[explore] queued again the failed trial(s) {', '.join(map(str, queued))}")
+        study.optimize(objective, n_trials=1)
+
+
+class TrialObjective:
+    """One Optuna trial: the spec for its parameters, a run record on the local platform, the metric."""
+
+    def __init__(self, study, space, base: ExperimentSpec, metric: str, platform, deterministic: bool, study_name: str):
+        self.study, self.space, self.base, self.metric = study, space, base, metric
+        self.platform, self.deterministic, self.study_name = platform, deterministic, study_name
+        self.worker = uuid.uuid4().hex  # this process, in the claims it makes
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        params = self.space.suggest(trial)
+        shown = params_text(params)
+        try:
+            spec, notes = trial_spec(self.base, params, name=f"{self.base.name}-trial-{trial.number}",
+                                     description=f"explore study {self.study_name}, trial {trial.number}: {shown}")
+            from core.experiment import check_architecture  # Keras's shape rules; TensorFlow is loaded by now
+
+            check_architecture(spec)
+        except (InfeasibleSpec, SpecError) as e:
+            reason = str(e).split(": ", 1)[-1] if isinstance(e, SpecError) else str(e)
+            trial.set_user_attr("pruned_reason", reason)
+            print(f"[explore] trial {trial.number} ({shown}) pruned: {reason}")
+            raise optuna.TrialPruned(reason) from None
+        trial.set_user_attr("spec_hash", spec.hash)
+        trial.set_user_attr("spec", spec.to_dict())
+        if notes:
+            trial.set_user_attr("notes", notes)
+        twin = self.twin(spec.hash, trial.number) or self.wait_for_claim(spec.hash, trial, shown)
+        if twin is not None:  # a random, resumed or concurrent search drew a spec already run: reuse its record
+            for key in ("run_id", "record", "metrics", "seconds"):
+                trial.set_user_attr(key, twin.user_attrs.get(key))
+            trial.set_user_attr("duplicate_of", twin.number)
+            print(f"[explore] trial {trial.number} ({shown}) = trial {twin.number}: not run again")
+            if twin.state.name == "PRUNED":
+                trial.set_user_attr("pruned_reason", twin.user_attrs.get("pruned_reason"))
+                raise optuna.TrialPruned(f"as trial {twin.number}")
+            return twin.value
+        print(f"[explore] trial {trial.number}: {shown}" + (f" ({'; '.join(notes)})" if notes else ""))
+        started = time.perf_counter()
+        record = self.platform.run(spec, deterministic=self.deterministic)
+        import keras
+
+        keras.backend.clear_session()  # drop this model's graph state before the next trial
+        run = read_run_json(record)
+        metrics = run["metrics"]
+        trial.set_user_attr("run_id", run["run_id"])
+        trial.set_user_attr("record", str(record))
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        value = metrics.get(METRICS[self.metric][0])
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            trial.set_user_attr("pruned_reason", f"{self.metric} is {value} (training diverged?)")
+            raise optuna.TrialPruned(f"{self.metric} is {value}")
+        print(f"[explore] trial {trial.number}: {self.metric} {value:.4f} ({run['run_id']})")
+        return float(value)
+
+    def twin(self, spec_hash: str, number: int):
+        from optuna.trial import TrialState
+
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number != number and t.user_attrs.get("spec_hash") == spec_hash:
+                return t
+        return None
+
+    def wait_for_claim(self, spec_hash: str, trial, shown: str):
+        """None once this trial holds the spec's claim; else the finished trial that held it."""
+        import optuna
+        from optuna.trial import TrialState
+
+        said = False
+        ownerless_since: float | None = None
+        grace = 4 * (self.study._storage.get_heartbeat_interval() or 30)
+        while True:
+            dead = ownerless_since is not None and time.monotonic() - ownerless_since > grace
+            owner = claim_spec(self.study, spec_hash, trial.number, self.worker, ownerless_is_dead=dead)
+            if owner is None:
+                return None
+            if not owner and ownerless_since is None:
+                ownerless_since = time.monotonic()  # its maker writes the owner right after creating it
+            state = _trial_state(self.study, owner.get("trial"))
+            if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                return next(t for t in self.study.get_trials(deepcopy=False) if t.number == owner["trial"])
+            if not said:
+                print(f"[explore] trial {trial.number} ({shown}): the same spec is running as trial "
+                      f"{owner.get('trial')} in another worker; waiting for it")
+                said = True
+            with warnings.catch_warnings():  # a killed owner's trial is failed here, then claimed anew
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            time.sleep(CLAIM_POLL_S)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class ExploreReport:
+    """The study's trials, best first."""
+
+    def __init__(self, study, space, metric: str, name: str, storage: str):
+        self.study, self.space, self.metric, self.name, self.storage = study, space, metric, name, storage
+        self.trials = ranked_trials(study)
+
+    def to_dict(self) -> dict[str, Any]:
+        trials = []
+        for rank, t in enumerate(self.trials, 1):
+            trials.append({"rank": rank if t.state.name == "COMPLETE" else None, "number": t.number,
+                           "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                           **{k: t.user_attrs.get(k) for k in ("run_id", "record", "metrics", "seconds", "spec_hash",
+                                                               "duplicate_of", "pruned_reason", "notes")}})
+        return {"title": f"explore {self.name}", "study": self.name, "storage": self.storage,
+                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "metric": self.metric, "direction": self.study.direction.name.lower(),
+                "search_space": self.space.to_dict(), "trials": trials}
+
+    def markdown(self) -> str:
+        rows = []
+        for rank, t in enumerate(self.trials, 1):
+            m = t.user_attrs.get("metrics") or {}
+            state = t.state.name.lower()
+            note = (f"same spec as trial {t.user_attrs['duplicate_of']}" if "duplicate_of" in t.user_attrs
+                    else t.user_attrs.get("pruned_reason") or ("" if state == "complete" else state))
+            rows.append([rank if state == "complete" else "—", t.number, params_text(t.params),
+                         _num(t.value), _num(m.get("test_accuracy")), _num(m.get("test_loss")),
+                         format_seconds(t.user_attrs["seconds"]) if t.user_attrs.get("seconds") else "—",
+                         t.user_attrs.get("run_id") or "—", note])
+        lines = [f"# Explore: {self.name}", "",
+                 f"Optuna study `{self.name}` ({self.storage}), {len(self.trials)} trials, "
+                 f"{self.study.direction.name.lower()} {self.metric}.", "",
+                 markdown_table(["rank", "trial", "parameters", self.metric, "test accuracy", "test loss",
+                                 "time", "run", "note"], rows)]
+        return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+def write_best(study, path: Path, name: str, metric: str) -> None:
+    """The best trial's spec as a YAML file (atomically); a note on stderr when no trial completed."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("[explore] no completed trial yet: nothing written to --write-best", file=sys.stderr)
+        return
+    header = (f"Best trial ({best.number}) of Optuna study {name!r}: {metric} {best.value:.4f}, "
+              f"{params_text(best.params)}.\nWritten by `python run.py explore --write-best`; "
+              "the spec is the trial's exactly (its data limits included).")
+    text = best_spec_yaml(best.user_attrs["spec"], path.stem, header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(f"best trial {best.number} written as a spec: {path} (run it: python run.py --spec {path})")

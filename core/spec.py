@@ -13,11 +13,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
+import re
+import reprlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from core.bounded import KiB, read_bounded
 from core.errors import UsageError
 from core.record import canonical_json
 
@@ -66,6 +70,26 @@ OPTIMIZER_ARGS: dict[str, set[str]] = {
 SCHEDULE_ARGS = {"decay"}
 LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy"}
 DATA_SOURCES = {"auto", "cache", "keras", "pypi", "npz", "idx", "csv"}
+
+# --- Bounds: what a spec may cost to read ---------------------------------------
+# A spec is a few KB; these bounds are far above any real one and far below what hurts.
+MAX_SPEC_BYTES = 256 * KiB     # PyYAML reads ~1 MB/s: a 10 MB spec took 45 s
+MAX_NODES = 20_000             # values after alias expansion (an alias bomb is small until expanded)
+MAX_DEPTH = 32                 # nesting of mappings and lists
+MAX_SEED = 2**32 - 1           # numpy's RandomState takes 0 <= seed < 2**32 (keras.utils.set_random_seed seeds it)
+MAX_SIZE = 1 << 20             # filters, units, kernel and pool sizes, batch size: beyond this no model fits
+MAX_EPOCHS = 100_000
+# A name travels into run ids' neighbours, report file names, Kaggle slugs and Keras layer scopes.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel, _short_repr.maxstring, _short_repr.maxother = 2, 40, 40
+_short_repr.maxlist = _short_repr.maxdict = 4
+
+
+def short(value: Any) -> str:
+    """A repr of at most a line: error messages never expand what they quote (reprlib bounds depth and width)."""
+    text = _short_repr.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,36 +182,123 @@ def list_presets() -> list[str]:
 
 
 def load_spec(name_or_path: str | Path = DEFAULT_SPEC, overrides: Mapping[str, Any] | None = None) -> ExperimentSpec:
-    """Read, override (`{"optimizer.learning_rate": 0.01}`), validate."""
+    """Read (bounded), override (`{"optimizer.learning_rate": 0.01}`), validate."""
     path = resolve_spec_path(name_or_path)
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        # The user's own file: a link to it is followed; a FIFO or device is refused, not read.
+        text = read_bounded(path, MAX_SPEC_BYTES, follow_symlinks=True).decode("utf-8")
     except FileNotFoundError:
         raise SpecError(source, "spec", "file not found") from None
+    except UnicodeDecodeError:
+        raise SpecError(source, "spec", "not UTF-8 text") from None
+    except OSError as e:
+        raise SpecError(source, "spec", f"cannot read it ({e.strerror or e})") from None
+    return parse_spec(load_yaml(text, source), source=source, overrides=overrides)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load`, then bounded: size, depth, values after alias expansion, JSON types only."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, "spec", f"{len(text):,} characters; a spec may have at most {MAX_SPEC_BYTES:,}")
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(source, "spec", f"not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_spec(raw, source=source, overrides=overrides)
+    except RecursionError:
+        raise SpecError(source, "spec", "nested too deeply") from None
+    check_plain(raw, source)
+    return raw
+
+
+def check_plain(raw: Any, source: str, key: str = "spec") -> None:
+    """Refuse what a spec must not hold: more than MAX_NODES values once aliases are expanded,
+    nesting past MAX_DEPTH, a value that contains itself, NaN or infinity, and anything that is
+    not JSON (dates, bytes, sets, non-string keys). Walks each shared node once (memoised), so
+    an alias bomb is measured without being expanded."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Any, where: str, depth: int) -> int:
+        if isinstance(node, (dict, list)):
+            if id(node) in on_path:
+                raise SpecError(source, where, "a YAML alias that contains itself")
+            if id(node) in sizes:
+                return sizes[id(node)]
+            if depth > MAX_DEPTH:
+                raise SpecError(source, where, f"nested more than {MAX_DEPTH} levels deep")
+            on_path.add(id(node))
+            total = 1
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                if isinstance(node, dict) and not isinstance(k, str):
+                    raise SpecError(source, where, f"keys must be strings, got {type(k).__name__} {short(k)}")
+                total += size(v, f"{where}.{k}" if where != "spec" else str(k), depth + 1)
+                if total > MAX_NODES:
+                    raise SpecError(source, where, f"more than {MAX_NODES:,} values once YAML aliases are "
+                                                   "expanded (an alias bomb?)")
+            on_path.discard(id(node))
+            sizes[id(node)] = total
+            return total
+        if isinstance(node, float) and not math.isfinite(node):
+            raise SpecError(source, where, f"{node} is not a finite number")
+        if node is not None and not isinstance(node, (str, int, float, bool)):
+            raise SpecError(source, where, f"a {type(node).__name__} value; a spec holds only strings, "
+                                           "numbers, booleans, null, lists and mappings")
+        return 1
+
+    size(raw, key, 0)
 
 
 def parse_spec(raw: Any, source: str = "<spec>", overrides: Mapping[str, Any] | None = None) -> ExperimentSpec:
     if not isinstance(raw, dict):
         raise SpecError(source, "spec", "must be a mapping of keys to values")
+    check_plain(raw, source)
     raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
+        check_plain(value, "command line", key)
         _set_dotted(raw, key, value, source)
     return _Validator(source).spec(raw)
 
 
 def parse_set_option(text: str) -> tuple[str, Any]:
-    """`key=value` from `--set`; the value is read as a YAML scalar (so 0.01 is a float)."""
+    """`key=value` from `--set`; the value is read as YAML (so 0.01 is a float), bounded as a spec is."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise SpecError("--set", text, "expected key=value, e.g. optimizer.learning_rate=0.01")
+        raise SpecError("--set", short(text), "expected key=value, e.g. optimizer.learning_rate=0.01")
     try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        return key.strip(), value
+        return key.strip(), load_yaml(value, f"--set {key.strip()}")
+    except SpecError as e:
+        if e.problem.startswith("not valid YAML"):
+            return key.strip(), value  # a plain string after all
+        raise
+
+
+def merge_overrides(sets: list[str], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options and the dedicated flags' overrides (`{"epochs": 3}`), as one mapping.
+
+    A key given twice — by two `--set`s, or by `--set` and its own flag, or a `--set` of
+    a mapping holding a flag's key — is refused: which one wins would be a silent rule.
+    """
+    overrides: dict[str, Any] = {}
+    for text in sets:
+        key, value = parse_set_option(text)
+        _refuse_overlap(overrides, key, f"--set {key}")
+        overrides[key] = value
+    for key, value in flags.items():
+        if value is None:
+            continue
+        flag = "--" + key.split(".")[-1].replace("_", "-")
+        _refuse_overlap(overrides, key, flag)
+        overrides[key] = value
+    return overrides
+
+
+def _refuse_overlap(overrides: Mapping[str, Any], key: str, given_by: str) -> None:
+    for other in overrides:
+        if other == key or other.startswith(key + ".") or key.startswith(other + "."):
+            raise SpecError("command line", key, f"given twice ({given_by} and an earlier --set {other}); "
+                                                 "give each key once")
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any, source: str) -> None:
@@ -241,42 +352,57 @@ class _Validator:
             ok = isinstance(value, types)
         if not ok:
             names = " or ".join(t.__name__ for t in types)
-            raise self.fail(key, f"expected {names}, got {type(value).__name__} {value!r}")
-        return float(value) if types == _FLOAT and not isinstance(value, bool) else value
+            raise self.fail(key, f"expected {names}, got {type(value).__name__} {short(value)}")
+        if types == _FLOAT and not isinstance(value, bool):
+            if abs(value) > 1e300 or not math.isfinite(value):  # NaN, infinity, or an int too big for a float
+                raise self.fail(key, f"{value} is not a finite number")
+            return float(value)
+        return value
 
-    def positive_int(self, value: Any, key: str, allow_none: bool = False) -> int | None:
+    def positive_int(self, value: Any, key: str, allow_none: bool = False, maximum: int | None = None) -> int | None:
         if value is None and allow_none:
             return None
         value = self.typed(value, _INT, key)
         if value < 1:
-            raise self.fail(key, f"must be a positive integer, got {value}")
+            raise self.fail(key, f"must be a positive integer, got {short(value)}")
+        if maximum is not None and value > maximum:
+            raise self.fail(key, f"must be at most {maximum:,}, got {short(value)}")
         return value
 
     def spec(self, raw: dict) -> ExperimentSpec:
         self.keys(raw, self.TOP_KEYS, "", self.REQUIRED)
         split = self.typed(raw.get("split", 1.0), _FLOAT, "split")
         if not 0.0 < split <= 1.0:
-            raise self.fail("split", f"must be in (0, 1] (fraction kept for training), got {split}")
+            raise self.fail("split", f"must be in (0, 1] (fraction kept for training), got {short(split)}")
         seed = self.typed(raw["seed"], _INT, "seed")
-        if seed < 0:
-            raise self.fail("seed", f"must be >= 0, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise self.fail("seed", f"must be in 0..{MAX_SEED} (2**32 - 1, what numpy's generator takes), got {short(seed)}")
         loss = self.typed(raw["loss"], _STR, "loss")
         if loss not in LOSSES:
-            raise self.fail("loss", f"unknown loss {loss!r}; valid losses are: {', '.join(sorted(LOSSES))}")
+            raise self.fail("loss", f"unknown loss {short(loss)}; valid losses are: {', '.join(sorted(LOSSES))}")
         claims = raw.get("claims", [])
         if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
             raise self.fail("claims", "expected a list of mappings")
+        name = self.typed(raw.get("name", "unnamed"), _STR, "name")
+        if not NAME.fullmatch(name):
+            raise self.fail("name", f"{short(name)} is not a plain name: 1-120 letters, digits, '.', '_', '-', "
+                                    "starting with a letter or digit (it names files and reports)")
+        data = self.data(raw.get("data", {}))
+        n_train = round(min(60000, data.train_limit or 60000) * split)
+        if n_train < 1:
+            raise self.fail("split", f"{split} of {min(60000, data.train_limit or 60000)} training images "
+                                     "leaves none to train on")
         return ExperimentSpec(
-            name=self.typed(raw.get("name", "unnamed"), _STR, "name"),
+            name=name,
             description=self.typed(raw.get("description", ""), _STR, "description"),
             layers=self.layers(raw["layers"]),
             optimizer=self.optimizer(raw["optimizer"]),
             loss=loss,
-            batch_size=self.positive_int(raw["batch_size"], "batch_size"),
-            epochs=self.positive_int(raw["epochs"], "epochs"),
+            batch_size=self.positive_int(raw["batch_size"], "batch_size", maximum=MAX_SIZE),
+            epochs=self.positive_int(raw["epochs"], "epochs", maximum=MAX_EPOCHS),
             split=split,
             seed=seed,
-            data=self.data(raw.get("data", {})),
+            data=data,
             claims=tuple(claims),
         )
 
@@ -290,7 +416,7 @@ class _Validator:
                 raise self.fail(where, "each layer is a mapping with a 'type'")
             kind = layer["type"]
             if kind not in LAYER_ARGS:
-                raise self.fail(f"{where}.type", f"unknown layer {kind!r}; valid layers are: {', '.join(sorted(LAYER_ARGS))}")
+                raise self.fail(f"{where}.type", f"unknown layer {short(kind)}; valid layers are: {', '.join(sorted(LAYER_ARGS))}")
             schema = LAYER_ARGS[kind]
             args = {k: v for k, v in layer.items() if k != "type"}
             self.keys(args, set(schema), f"{where}.", {k for k, (_, req) in schema.items() if req})
@@ -305,16 +431,19 @@ class _Validator:
         self.typed(value, types, where)
         if types == _SIZE:
             sizes = value if isinstance(value, list) else [value]
-            if len(sizes) not in (1, 2) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
-                raise self.fail(where, f"expected a positive integer or a pair of them, got {value!r}")
-        elif key in ("filters", "units") and value < 1:
-            raise self.fail(where, f"must be a positive integer, got {value}")
+            if len(sizes) not in (1, 2) or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE
+                                                   for s in sizes):
+                raise self.fail(where, f"expected a positive integer or a pair of them, got {short(value)}")
+        elif key in ("filters", "units") and not 1 <= value <= MAX_SIZE:
+            raise self.fail(where, f"must be a positive integer up to {MAX_SIZE:,}, got {short(value)}")
         elif key == "rate" and not 0.0 <= value < 1.0:
-            raise self.fail(where, f"dropout rate must be in [0, 1), got {value}")
+            raise self.fail(where, f"dropout rate must be in [0, 1), got {short(value)}")
         elif key == "activation" and value not in ACTIVATIONS:
-            raise self.fail(where, f"unknown activation {value!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+            raise self.fail(where, f"unknown activation {short(value)}; valid: {', '.join(sorted(ACTIVATIONS))}")
         elif key == "padding" and value not in PADDINGS:
-            raise self.fail(where, f"padding must be 'valid' or 'same', got {value!r}")
+            raise self.fail(where, f"padding must be 'valid' or 'same', got {short(value)}")
+        elif key in ("momentum", "epsilon") and not (value >= 0 and math.isfinite(value)):
+            raise self.fail(where, f"must be a finite number >= 0, got {short(value)}")
 
     def optimizer(self, raw: Any) -> OptimizerSpec:
         if isinstance(raw, str):
@@ -323,11 +452,11 @@ class _Validator:
             raise self.fail("optimizer", "expected a mapping with a 'name'")
         name = self.typed(raw["name"], _STR, "optimizer.name").lower()
         if name not in OPTIMIZER_ARGS:
-            raise self.fail("optimizer.name", f"unknown optimizer {name!r}; valid: {', '.join(sorted(OPTIMIZER_ARGS))}")
+            raise self.fail("optimizer.name", f"unknown optimizer {short(name)}; valid: {', '.join(sorted(OPTIMIZER_ARGS))}")
         self.keys(raw, {"name", "learning_rate"} | OPTIMIZER_ARGS[name] | SCHEDULE_ARGS, "optimizer.", {"learning_rate"})
         lr = self.typed(raw["learning_rate"], _FLOAT, "optimizer.learning_rate")
         if lr <= 0:
-            raise self.fail("optimizer.learning_rate", f"must be positive, got {lr}")
+            raise self.fail("optimizer.learning_rate", f"must be positive, got {short(lr)}")
         args = {}
         for k in sorted(raw):
             if k in ("name", "learning_rate"):
@@ -335,9 +464,9 @@ class _Validator:
             v = raw[k]
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 if not isinstance(v, bool) or k not in ("amsgrad", "nesterov", "centered"):
-                    raise self.fail(f"optimizer.{k}", f"expected a number, got {v!r}")
-            elif v < 0:
-                raise self.fail(f"optimizer.{k}", f"must be >= 0, got {v}")
+                    raise self.fail(f"optimizer.{k}", f"expected a number, got {short(v)}")
+            elif not (v >= 0 and math.isfinite(v)):
+                raise self.fail(f"optimizer.{k}", f"must be a finite number >= 0, got {short(v)}")
             args[k] = float(v) if not isinstance(v, bool) else v
         return OptimizerSpec(name, lr, args)
 
@@ -347,7 +476,7 @@ class _Validator:
         self.keys(raw, {"source", "path", "train_limit", "test_limit"}, "data.")
         source = self.typed(raw.get("source", "auto"), _STR, "data.source")
         if source not in DATA_SOURCES:
-            raise self.fail("data.source", f"unknown source {source!r}; valid: {', '.join(sorted(DATA_SOURCES))}")
+            raise self.fail("data.source", f"unknown source {short(source)}; valid: {', '.join(sorted(DATA_SOURCES))}")
         path = raw.get("path")
         if path is not None:
             self.typed(path, _STR, "data.path")

@@ -49,14 +49,13 @@ def test_bad_spec_file_names_the_file(tmp_path):
     assert out.returncode == 2 and f"{spec}: epoch: unknown key" in out.stderr
 
 
-def test_impossible_architecture_gives_a_failed_record_not_a_traceback(tmp_path, mnist):
-    out = run_cli(*TINY, "--set", "layers.0.kernel_size=30", "--runs-dir", str(tmp_path))
-    assert out.returncode == 4
+def test_impossible_architecture_is_refused_with_nothing_written(tmp_path):
+    out = run_cli(*TINY, "--set", "layers.0.kernel_size=30", "--runs-dir", str(tmp_path / "runs"))
+    assert out.returncode == 2
     # TensorFlow's native start-up chatter may precede it; our message is the last thing said.
     last = out.stderr[out.stderr.rindex("error: "):]
-    assert last.startswith("error: the run failed: ValueError") and "Traceback" not in out.stderr
-    [rec] = records(tmp_path)
-    assert json.loads((rec / "run.json").read_text())["status"] == "failed"
+    assert last.startswith("error: spec canonical: layers[0]: Conv2D cannot take a 28x28x1 input")
+    assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
 
 
 def _start_run(tmp_path):

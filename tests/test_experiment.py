@@ -77,10 +77,25 @@ def test_reloaded_model_reproduces_predictions_hash(two_runs, mnist):
     assert model.optimizer is not None and model.optimizer.iterations.numpy() == 3  # optimizer state saved
 
 
-def test_a_failing_run_publishes_a_failed_record(mnist, tmp_path):
+def test_an_impossible_architecture_is_refused_before_a_record_exists(mnist, tmp_path):
+    from core.spec import SpecError
+
     spec = load_spec("canonical", {**TINY, "layers.0.kernel_size": 30})  # valid YAML, impossible for 28x28
-    with pytest.raises(experiment.RunFailed, match="the run failed: ValueError") as e:
+    with pytest.raises(SpecError, match="layers\\[0\\]: Conv2D cannot take a 28x28x1 input"):
         experiment.run_experiment(spec, mnist, tmp_path, "local", log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_run_publishes_a_failed_record(mnist, tmp_path):
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise ValueError("the loss went somewhere odd")
+
+    spec = load_spec("canonical", TINY)
+    with pytest.raises(experiment.RunFailed, match="the run failed: ValueError") as e:
+        experiment.run_experiment(spec, mnist, tmp_path, "local", callbacks=[Crash()], log=lambda m: None)
     [folder] = list(tmp_path.iterdir())
     run = json.loads((folder / "run.json").read_text())
     assert run["status"] == "failed" and "ValueError" in run["error"] and run["traceback"]

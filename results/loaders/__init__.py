@@ -11,12 +11,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from core.record import PARTIAL_PREFIX, read_npy
+from core.bounded import MiB, read_bounded
+from core.record import PARTIAL_PREFIX, describe_error, read_npy
 from core.registry import Registry
 
 # Tried in order; the first loader that recognises a path loads it.
@@ -28,6 +30,8 @@ LOADERS = Registry("loader", {
     "beat": "results.loaders.beat:BeatBundleLoader",
 })
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
+MAX_PREDICTIONS_BYTES = 4 * MiB  # predictions.npy: one byte per test image (10,000) and a header
+MAX_ARTIFACT_BYTES = 64 * MiB    # history.csv, confusion_matrix.csv, the files renderers read
 
 
 @dataclasses.dataclass
@@ -43,16 +47,21 @@ class LoadedRun:
         """Predicted class per test image, or None when the record has no predictions file."""
         if self.predictions_path is None:
             return None
-        try:
-            raw = self.predictions_path.read_bytes()
+        try:  # bounded, a regular file, and no link followed out of the record
+            raw = read_bounded(self.predictions_path, MAX_PREDICTIONS_BYTES)
         except FileNotFoundError:
             return None
         return read_npy(raw, str(self.predictions_path))
 
     def artifact(self, name: str) -> Path | None:
-        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none."""
+        """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none
+        (or only a link, a special file, or one too large to be what it says)."""
         path = self.source / name
-        return path if path.is_file() else None
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        return path if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_ARTIFACT_BYTES else None
 
 
 @dataclasses.dataclass
@@ -92,17 +101,31 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
             skipped.append(Skipped(path, "incomplete: a run still in progress, or killed before its record was published"))
             return True
         for loader in loaders:
-            if loader.recognizes(path):
-                try:
-                    runs.extend(loader.load(path))
-                except LoaderError as e:
-                    skipped.append(Skipped(path, str(e)))
-                return True
+            # Whatever one input does to a loader — a malformed record (TypeError, KeyError, ValueError),
+            # a nesting bomb (RecursionError), a huge member (MemoryError), no permission (OSError) —
+            # it is that input's skip, with the reason; the other inputs go on.
+            try:
+                if not loader.recognizes(path):
+                    continue
+                runs.extend(loader.load(path))
+            except LoaderError as e:
+                skipped.append(Skipped(path, str(e)))
+            except Exception as e:  # noqa: BLE001 — see above; a bug in a loader shows as its skip reason
+                skipped.append(Skipped(path, f"unreadable ({loader.name} loader: {describe_error(e)[:300]})"))
+            return True
         if depth < MAX_DEPTH and path.is_dir():
-            with os.scandir(path) as entries:  # the directory entry says whether it is a folder: no stat per child
-                children = sorted((Path(e.path), e.is_dir()) for e in entries
-                                  if not e.name.startswith(".") or e.name.startswith(PARTIAL_PREFIX))
-            found = [visit(c, depth + 1, False) for c, is_dir in children if is_dir or c.suffix == ".zip"]
+            try:
+                with os.scandir(path) as entries:  # the directory entry says what it is: no stat per child
+                    children = sorted((Path(e.path), e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries
+                                      if not e.name.startswith(".") or e.name.startswith(PARTIAL_PREFIX))
+            except OSError as e:
+                skipped.append(Skipped(path, f"unreadable folder ({e.strerror or e})"))
+                return True
+            for child, _, is_link in children:
+                if is_link:  # a link inside a runs folder could lead anywhere: never followed
+                    skipped.append(Skipped(child, "a symbolic link; not followed"))
+            found = [visit(c, depth + 1, False) for c, is_dir, is_link in children
+                     if not is_link and (is_dir or c.suffix == ".zip")]
             if any(found):
                 return True
         if top or (path.is_dir() and depth == 1):
@@ -110,9 +133,12 @@ def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -
         return False
 
     for p in paths:
-        p = Path(p)
-        if not p.exists():
-            skipped.append(Skipped(p, "no such file or folder"))
-            continue
-        visit(p, 0, True)
+        p = Path(p)  # a path the user names is followed even if it is a link: it is theirs
+        try:
+            if not p.exists():
+                skipped.append(Skipped(p, "no such file or folder"))
+                continue
+            visit(p, 0, True)
+        except (OSError, RecursionError) as e:
+            skipped.append(Skipped(p, f"unreadable ({describe_error(e)[:300]})"))
     return runs, skipped

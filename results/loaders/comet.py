@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from core.bounded import MiB, ReadRefused, check_size, zip_member_bounded
 from core.spec import parse_spec
 from core.errors import HarnessError
 from core.record import zip_names
@@ -46,7 +47,11 @@ NESTED_OTHERS = ("data", "determinism", "timings")
 # What Comet adds by itself: step/epoch parameters and the process duration metric.
 COMET_PARAMS = {"curr_step", "curr_epoch"}
 COMET_METRICS = {"process duration"}
-EMPTY = {"[]": [], "{}": {}}  # empty containers, logged as these strings (a flat parameter has no empty list)
+EMPTY = {"[]": [], "{}": {}}
+MAX_ARCHIVE_BYTES = 1024 * MiB      # an archive holds model.h5 (a few MB) and the record's files
+MAX_ARCHIVE_MEMBERS = 10_000
+MAX_MESSAGES_BYTES = 64 * MiB       # messages.json: one line per logged value, some thousands
+MAX_ASSET_BYTES = 64 * MiB          # environment.json, predictions.npy, ...  # empty containers, logged as these strings (a flat parameter has no empty list)
 
 
 # --- Flat names, as Comet shows parameters --------------------------------------
@@ -97,11 +102,18 @@ def read_archive(path: str | Path) -> CometLog:
     """Parse an offline archive; LoaderError if it is not one or is damaged."""
     path = Path(path)
     try:
+        check_size(path, path.stat().st_size, MAX_ARCHIVE_BYTES)
         with zipfile.ZipFile(path) as z:
-            experiment = json.loads(z.read("experiment.json"))
-            lines = z.read("messages.json").decode().splitlines()
-    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LoaderError(f"{path}: not a readable Comet offline archive ({e})") from None
+            if len(z.infolist()) > MAX_ARCHIVE_MEMBERS:
+                raise ReadRefused(f"{path}: more than {MAX_ARCHIVE_MEMBERS:,} members")
+            experiment = json.loads(zip_member_bounded(z, "experiment.json", MiB, str(path)))
+            lines = zip_member_bounded(z, "messages.json", MAX_MESSAGES_BYTES, str(path)).decode().splitlines()
+    except ReadRefused as e:
+        raise LoaderError(f"refused: {e}") from None
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise LoaderError(f"{path}: not a readable Comet offline archive ({type(e).__name__}: {e})") from None
+    if not isinstance(experiment, dict):
+        raise LoaderError(f"{path}: experiment.json is not a JSON object")
 
     params: dict[str, Any] = {}
     others: dict[str, Any] = {}
@@ -113,7 +125,9 @@ def read_archive(path: str | Path) -> CometLog:
         try:
             message = json.loads(line)
             kind, payload = message["type"], message["payload"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            if not isinstance(payload, dict):
+                raise TypeError("payload is not an object")
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
             raise LoaderError(f"{path}: messages.json line {number} is not a Comet message") from None
         if kind == "parameter_msg":
             param = payload.get("param") or payload.get("params") or {}  # "params" when the value is a list
@@ -134,7 +148,7 @@ def read_archive(path: str | Path) -> CometLog:
         if name not in files:
             return None
         with zipfile.ZipFile(path) as z:
-            return z.read(files[name])
+            return zip_member_bounded(z, files[name], MAX_ASSET_BYTES, str(path))
 
     return CometLog(key=experiment.get("offline_id") or path.stem, workspace=experiment.get("workspace"),
                     project=experiment.get("project_name"), tags=list(experiment.get("tags") or []),

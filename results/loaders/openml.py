@@ -21,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from core.bounded import MiB, ReadRefused, read_text_bounded
 from core.record import SCHEMA_VERSION
 from core.spec import canonical_json
 from results.loaders import LoadedRun, Loader, LoaderError
 
 FLOW_PREFIX = "mnist_harness.keras.Sequential"  # as adapters/openml.py names the harness's flows
 FILES = ("description.xml", "predictions.arff")
+MAX_XML_BYTES = 16 * MiB           # description.xml and flow.xml: a few KB
+MAX_PREDICTIONS_BYTES = 256 * MiB  # predictions.arff: 70,000 rows of 14 columns per repeat, ~10 MB
 
 
 @dataclasses.dataclass
@@ -55,13 +58,15 @@ class OpenMLRunLoader(Loader):
         from xml.parsers.expat import ExpatError
 
         try:
-            description = xmltodict.parse((path / "description.xml").read_text(),
+            description = xmltodict.parse(read_text_bounded(path / "description.xml", MAX_XML_BYTES),
                                           force_list=("oml:parameter_setting",))["oml:run"]
             flow = None
             if (path / "flow.xml").is_file():
-                flow = xmltodict.parse((path / "flow.xml").read_text(), force_list=("oml:parameter",))["oml:flow"]
-            with open(path / "predictions.arff") as f:
-                predictions = arff.load(f)
+                flow = xmltodict.parse(read_text_bounded(path / "flow.xml", MAX_XML_BYTES),
+                                       force_list=("oml:parameter",))["oml:flow"]
+            predictions = arff.loads(read_text_bounded(path / "predictions.arff", MAX_PREDICTIONS_BYTES))
+        except ReadRefused as e:
+            raise LoaderError(f"refused: {e}") from None
         except (OSError, UnicodeDecodeError, ExpatError, KeyError, TypeError, arff.ArffException) as e:
             raise LoaderError(f"not a readable saved OpenML run ({type(e).__name__}: {e})") from None
         if flow is None:

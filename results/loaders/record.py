@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from core import record
-from core.record import RUN_JSON
+from core.bounded import ReadRefused
+from core.record import RUN_JSON, read_run_json
 from results.loaders import LoadedRun, Loader, LoaderError
 
 
@@ -25,8 +26,12 @@ class RunRecordLoader(Loader):
 
     def load(self, path: Path) -> list[LoadedRun]:
         try:
-            run = json.loads((path / RUN_JSON).read_bytes())
+            run = read_run_json(path)  # bounded, a regular file, no link followed
+        except ReadRefused as e:
+            raise LoaderError(f"refused: {e}") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise LoaderError(f"corrupt run.json ({e})") from None
+        except RecursionError:
+            raise LoaderError("corrupt run.json (nested too deeply)") from None
         validate_run(run, str(path))
         return [LoadedRun(run, path, self.name, path / "predictions.npy")]

@@ -62,7 +62,9 @@ go("comet", "--platform", "comet", *tiny)
 os.environ["COMET_API_KEY"] = fake_key
 go("unreachable", "--platform", "comet", *tiny)
 del os.environ["COMET_API_KEY"]
-go("failed", "--platform", "comet", *tiny, "--set", "layers.0.kernel_size=40")
+os.environ["HARNESS_STEPS_PER_EXECUTION"] = "0"  # refused inside the run (when the model is compiled)
+go("failed", "--platform", "comet", *tiny)
+del os.environ["HARNESS_STEPS_PER_EXECUTION"]
 with open(os.path.join(runs, "driver.json"), "w") as f:
     json.dump({"exits": exits, "network_attempts": attempts}, f)
 """
@@ -198,14 +200,14 @@ def test_the_key_appears_in_no_file_and_no_output(driven):
 
 def test_failed_run_keeps_a_failed_record_and_its_comet_archive(driven):
     runs = driven["runs"] / "failed"
-    assert driven["exits"]["failed"] == 4  # RunFailed: Keras refuses a 40x40 kernel on 28x28 images
-    assert "error: the run failed: ValueError" in driven["stderr"]
+    assert driven["exits"]["failed"] == 2  # the run's UsageError, after its failed record is published
+    assert "error: HARNESS_STEPS_PER_EXECUTION='0': must be at least 1" in driven["stderr"]
     (folder,) = [p for p in runs.iterdir() if p.name != "comet-unfinished"]
     assert read_run_json(folder)["status"] == "failed"
     (loaded,), skipped = discover([runs / "comet-unfinished"])
     assert skipped == []
-    assert loaded.run["status"] == "failed" and loaded.run["error"].startswith("ValueError")
-    assert loaded.run["spec"]["layers"][0]["kernel_size"] == 40
+    assert loaded.run["status"] == "failed" and loaded.run["error"].startswith("UsageError")
+    assert loaded.run["spec"]["layers"][0]["kernel_size"] == 3
 
 
 # --- push and pull, in this process (comet_ml, no TensorFlow) ----------------------------
