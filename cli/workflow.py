@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adapters import get_platform
-from cli.options import add_run_options, spec_overrides
+from cli.options import add_run_options, select_backend, spec_overrides
 from core import claims as claims_mod
 from core.errors import HarnessError, UsageError
 from core.record import read_run_json
@@ -77,6 +77,7 @@ def reproduce(argv: list[str]) -> int:
     add_override_options(parser, "spec overrides for quick checks (with any of them but --seed, "
                                  "the claims are reported as not tested)")
     args = parser.parse_args(argv)
+    select_backend(args)
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
     check_report_name(args.name)
@@ -370,6 +371,7 @@ def explore(argv: list[str]) -> int:
     from core import search
 
     args = explore_parser().parse_args(argv)
+    select_backend(args)
     lists = {p.name: getattr(args, p.name) for p in search.PARAMETERS}
     space = search.SearchSpace.from_lists(lists)
     base = load_spec(args.spec, fixed_overrides(args))

@@ -20,13 +20,16 @@ HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
 # Variables that change numerics or threading, or tell which accelerator is used.
 NUMERIC_ENV_PREFIXES = ("TF_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "KERAS_", "CUDA_", "NVIDIA_",
-                        "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_")
+                        "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_",
+                        "TORCH_", "PYTORCH_")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 REDACTED = "<redacted>"
 # Variables TensorFlow sets in its own process when it is imported: recorded only when
 # they were already set before (by the user), so a second run in one process records
 # the same environment as the first.
-SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM")
+# TPU_SKIP_MDS_QUERY: set by JAX's import on a machine without TPUs (jax/_src/cloud_tpu_init.py), and
+# TensorFlow imports JAX when it is installed (tensorflow/lite/python/util.py: `from jax import jit`).
+SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM", "TPU_SKIP_MDS_QUERY")
 _ENV_AT_START = frozenset(os.environ)
 # CPU flags that select different kernels in oneDNN/Eigen, hence different rounding.
 NUMERIC_CPU_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|avx_vnni)$")
