@@ -125,6 +125,22 @@ def seed_everything(seed: int) -> None:
     # JAX has no global generator: Keras draws its keys from the SeedGenerators seeded above.
 
 
+def keep_tensorflow_out() -> None:
+    """Stop Keras importing TensorFlow into a JAX or torch process to serialise a model.
+
+    Keras's config serialisers ask its lazy TensorFlow handle `tf.available` before
+    `isinstance(obj, tf.TensorShape)` (keras/src/saving/serialization_lib.py,
+    keras/src/legacy/saving/json_utils.py), and `available` imports TensorFlow when it is
+    installed: model.save and model.to_json would load it (~2 s, its thread pools, its
+    environment variables). With TensorFlow not imported no object can be a TensorFlow
+    type, so the answer "not available" is true; the handle still imports on real use.
+    """
+    from keras.src.utils import module_utils
+
+    if "tensorflow" not in sys.modules:
+        module_utils.tensorflow._available = False
+
+
 def configure(seed: int, deterministic: bool = True) -> dict[str, Any]:
     """Seed every generator, size the thread pools and set determinism; returns what was set
     (with `compile_options()`), for the record. Must run before any model is built.
@@ -133,6 +149,8 @@ def configure(seed: int, deterministic: bool = True) -> dict[str, Any]:
     threads = configure_threads()  # before anything starts the backend's runtime
     import keras
 
+    if name != "tensorflow":
+        keep_tensorflow_out()
     seed_everything(seed)
     settings: dict[str, Any] = {"seed": seed, "op_determinism": False, "set_random_seed": True,
                                 "backend": keras.backend.backend(), "threads": threads, **compile_options()}

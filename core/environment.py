@@ -29,7 +29,8 @@ REDACTED = "<redacted>"
 # the same environment as the first.
 # TPU_SKIP_MDS_QUERY: set by JAX's import on a machine without TPUs (jax/_src/cloud_tpu_init.py), and
 # TensorFlow imports JAX when it is installed (tensorflow/lite/python/util.py: `from jax import jit`).
-SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM", "TPU_SKIP_MDS_QUERY")
+# TF_FORCE_GPU_ALLOW_GROWTH: set by Keras's import under the JAX and torch backends (keras/src/backend/config.py).
+SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM", "TPU_SKIP_MDS_QUERY", "TF_FORCE_GPU_ALLOW_GROWTH")
 _ENV_AT_START = frozenset(os.environ)
 # CPU flags that select different kernels in oneDNN/Eigen, hence different rounding.
 NUMERIC_CPU_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|avx_vnni)$")
