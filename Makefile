@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS_STAMP := $(VENV)/.backends-installed
 
-.PHONY: run test bench data backends clean
+.PHONY: run test bench data backends clean codalab-cli
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,19 @@ test: data
 bench: data
 	$(PY) run.py bench
 
+# The real CodaLab CLI (`cl`, codalab 1.7.5) in its own Python 3.9 venv: it does not install on
+# Python 3.11 and pins old packages, so it never touches .venv. The tests drive it (parser, download).
+PYTHON39 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.9.*/bin/python) $(shell command -v python3.9 2>/dev/null))
+CODALAB_VENV := .venv-codalab
+CODALAB_STAMP := $(CODALAB_VENV)/.installed
+
+codalab-cli: $(CODALAB_STAMP)
+
+$(CODALAB_STAMP): platforms/codalab/cl-requirements.txt
+	@test -n "$(PYTHON39)" || { echo "make codalab-cli: no Python 3.9 (looked for $$(pyenv root)/versions/3.9.*/bin/python and python3.9 on PATH); set PYTHON39=" >&2; exit 3; }
+	test -x $(CODALAB_VENV)/bin/python || $(PYTHON39) -m venv $(CODALAB_VENV)
+	$(CODALAB_VENV)/bin/python -m pip install --disable-pip-version-check -q -r platforms/codalab/cl-requirements.txt
+	touch $(CODALAB_STAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CODALAB_VENV) .pytest_cache

@@ -34,18 +34,23 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from adapters.base import Platform, default_data
+from adapters.base import Option, Platform, default_data
 from core import backend
 from core.data import Mnist
-from core.errors import HarnessError, UsageError
-from core.record import RUN_JSON, SCHEMA_VERSION, RecordWriter, read_run_json, update_run_json
+from core.errors import HarnessError
+from core.record import SCHEMA_VERSION, flatten, read_run_json, zip_names
 from core.spec import ExperimentSpec
-from results.loaders.comet import (ENVIRONMENT_ASSET, EPOCH_SECONDS, NESTED_OTHERS, TEST_METRICS, flatten,
-                                   is_archive)
 
 ARCHIVE_DIR = "comet"                 # inside the run record
 UNFINISHED_DIR = "comet-unfinished"   # inside runs/: archives of runs that failed before their record was complete
 DEFAULT_PROJECT = "mnist-harness"
+# The names this module logs under; `results/loaders/comet.py` reads the same names back
+# (tests/adapters/test_comet.py checks that the two agree).
+ARCHIVE_FILES = ("experiment.json", "messages.json")
+TEST_METRICS = ("test_accuracy", "test_loss")
+EPOCH_SECONDS = "epoch_seconds"
+ENVIRONMENT_ASSET = "environment.json"
+NESTED_OTHERS = ("data", "determinism", "timings")  # record keys logged as others `<key>.<subkey>`
 ASSET_FILES = ("run.json", "history.csv", "model.yaml", "predictions.npy", "confusion_matrix.csv")
 RECORD_OTHERS = ("run_id", "status", "error", "started_at", "finished_at", "spec_hash", "data_digest", "seed",
                  "weights_sha256", "predictions_sha256", "schema_version")
@@ -84,35 +89,34 @@ def scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "<redacted>") if secret else text
 
 
+def is_archive(path: Path) -> bool:
+    """A zip holding Comet's experiment.json and messages.json (comet_ml also leaves empty placeholders)."""
+    return path.suffix == ".zip" and set(ARCHIVE_FILES) <= zip_names(path)
+
+
 class CometPlatform(Platform):
     name = "comet"
+    OPTIONS = (
+        Option("--comet-workspace", metavar="NAME",
+               help="Comet workspace (default: $COMET_WORKSPACE, else your default workspace)"),
+        Option("--comet-project", metavar="NAME",
+               help=f"Comet project (default: $COMET_PROJECT_NAME, else {DEFAULT_PROJECT})"),
+        Option("--comet-offline", action="store_true", help="write an offline archive even when an API key is set"),
+    )
 
     def __init__(self, options: argparse.Namespace, log: Callable[[str], None] = print):
         super().__init__(options, log)
         self.session: CometSession | None = None
 
-    @classmethod
-    def add_arguments(cls, parser) -> None:
-        parser.add_argument("--comet-workspace", metavar="NAME",
-                            help="Comet workspace (default: $COMET_WORKSPACE, else your default workspace)")
-        parser.add_argument("--comet-project", metavar="NAME",
-                            help=f"Comet project (default: $COMET_PROJECT_NAME, else {DEFAULT_PROJECT})")
-        parser.add_argument("--comet-offline", action="store_true",
-                            help="write an offline archive even when an API key is set")
-
     def load_data(self, spec: ExperimentSpec) -> Mnist:
         return default_data(spec, self.log)
-
-    def runs_dir(self) -> Path:
-        return Path(self.options.runs_dir)
 
     def callbacks(self, spec: ExperimentSpec) -> list:
         """Start the Comet experiment (it must exist before training) and return its epoch logger."""
         self.session = CometSession.start(
-            spec, log=self.log, offline=getattr(self.options, "comet_offline", False),
-            workspace=getattr(self.options, "comet_workspace", None) or os.environ.get("COMET_WORKSPACE"),
-            project=getattr(self.options, "comet_project", None) or os.environ.get("COMET_PROJECT_NAME")
-            or DEFAULT_PROJECT)
+            spec, log=self.log, offline=bool(self.option("comet_offline", False)),
+            workspace=self.option("comet_workspace") or os.environ.get("COMET_WORKSPACE"),
+            project=self.option("comet_project") or os.environ.get("COMET_PROJECT_NAME") or DEFAULT_PROJECT)
         return [self.session.epoch_logger()]
 
     def publish(self, record_dir: Path) -> dict[str, Any] | None:
@@ -121,15 +125,19 @@ class CometPlatform(Platform):
             raise CometError("no Comet experiment was started for this run")
         return session.finish(record_dir)
 
-    def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
-        """As every platform (record first, publish after); a run that fails still ends its Comet experiment."""
-        try:
-            return super().run(spec, deterministic)
-        except BaseException as e:
-            session, self.session = self.session, None
-            if session is not None:
-                session.abandon(self.runs_dir() / UNFINISHED_DIR, e)
-            raise
+    def finalize(self, record_dir: Path | None, status: str) -> None:
+        """A run that did not complete still ends its Comet experiment, and its archive is kept."""
+        session, self.session = self.session, None
+        if session is None:  # published, or never started
+            return None
+        error = None
+        if record_dir is not None:
+            try:
+                error = read_run_json(record_dir).get("error")
+            except (OSError, ValueError):
+                pass
+        session.abandon(self.runs_dir() / UNFINISHED_DIR, status, error)
+        return None
 
 
 class CometSession:
@@ -275,114 +283,15 @@ class CometSession:
                 return path
         return None
 
-    def abandon(self, unfinished_dir: Path, error: BaseException) -> None:
-        """The run failed before its record was complete: say so to Comet, end, keep the archive."""
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        cause = error.__cause__ or error  # RunFailed wraps what training raised
+    def abandon(self, unfinished_dir: Path, status: str, error: str | None) -> None:
+        """The run did not complete: say so to Comet, end, keep the archive."""
         try:
-            self.experiment.log_others({"status": status, "error": f"{type(cause).__name__}: {cause}"})
+            self.experiment.log_others({"status": status, "error": error or status})
         except Exception:  # noqa: BLE001 — the original error is what matters
             pass
         archive, _ = self.end(unfinished_dir)
         if archive:
             self.log(f"[comet] run {status}; its Comet archive is kept at {archive}")
-
-
-# --- run.py push comet ARCHIVE ... -------------------------------------------------------
-
-def cli_push(argv: list[str]) -> int:
-    """Upload offline archives with comet_ml's own uploader; record folders get their link updated."""
-    parser = argparse.ArgumentParser(prog="run.py push comet",
-                                     description="Upload Comet offline archives (written by --platform comet without "
-                                                 "a key, or when Comet could not be reached). Needs COMET_API_KEY.")
-    parser.add_argument("archives", nargs="+", type=Path, metavar="ARCHIVE",
-                        help="a <experiment key>.zip, or a run record folder holding one in comet/")
-    parser.add_argument("--comet-workspace", metavar="NAME", help="upload into this workspace instead of the archive's")
-    parser.add_argument("--comet-project", metavar="NAME", help="upload into this project instead of the archive's")
-    parser.add_argument("--force", action="store_true", help="upload again an archive that was uploaded before")
-    args = parser.parse_args(argv)
-
-    archives = [archive for path in args.archives for archive in _archives_in(path)]
-    comet_ml = import_comet()
-    key = comet_api_key(comet_ml)
-    if not key:
-        raise CometError(f"uploading needs a Comet API key: {KEY_HELP} (or add it to ~/.comet.config)")
-    from comet_ml.exceptions import InvalidAPIKey, OfflineExperimentUploadFailed
-    from comet_ml.offline import main_upload
-
-    failed = []
-    for archive in archives:
-        try:
-            main_upload([str(archive)], force_upload=args.force, override_workspace=args.comet_workspace,
-                        override_project_name=args.comet_project)
-        except InvalidAPIKey:
-            raise CometError(f"Comet rejected the API key; {KEY_HELP}") from None
-        except OfflineExperimentUploadFailed:
-            failed.append(archive)
-            continue
-        except Exception as e:  # noqa: BLE001 — comet_ml's own errors, one line each
-            print(f"error: uploading {archive} failed: {type(e).__name__}: {scrub(str(e), key)}")
-            failed.append(archive)
-            continue
-        _mark_uploaded(archive)
-        print(f"uploaded {archive}")
-    if failed:
-        raise CometError(f"{len(failed)} of {len(archives)} archive(s) not uploaded (see the COMET ERROR lines "
-                         f"above); they are unchanged: {', '.join(map(str, failed))}")
-    return 0
-
-
-def _archives_in(path: Path) -> list[Path]:
-    if path.is_dir():
-        found = sorted(p for p in (path / ARCHIVE_DIR).glob("*.zip") if is_archive(p))
-        if not found:
-            raise UsageError(f"{path}: no Comet offline archive in {path / ARCHIVE_DIR}")
-        return found
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if not is_archive(path):
-        raise UsageError(f"{path}: not a Comet offline archive (a zip with experiment.json and messages.json)")
-    return [path]
-
-
-def _mark_uploaded(archive: Path) -> None:
-    """An archive inside a run record: note in its run.json that the experiment is now online."""
-    record = archive.parent.parent
-    if archive.parent.name != ARCHIVE_DIR or not (record / RUN_JSON).is_file():
-        return
-    links = read_run_json(record).get("links", {}).get("comet", {})
-    if links.get("experiment_key") == archive.stem:
-        update_run_json(record, {"links": {"comet": {**links, "uploaded": True}}})
-
-
-# --- run.py pull comet EXPERIMENT_KEY -------------------------------------------------------
-
-def cli_pull(argv: list[str]) -> int:
-    """Fetch an uploaded experiment through the REST API and write it as a run record."""
-    parser = argparse.ArgumentParser(prog="run.py pull comet",
-                                     description="Fetch a Comet experiment logged by the harness (needs COMET_API_KEY) "
-                                                 "and write it into runs/ as a run record, for `compare`.")
-    parser.add_argument("experiment_key", metavar="EXPERIMENT_KEY")
-    parser.add_argument("--runs-dir", default="runs", type=Path, help="where the record goes (default: runs/)")
-    args = parser.parse_args(argv)
-    import_comet()
-    from results.loaders import LoaderError
-    from results.loaders.comet import fetch_experiment
-
-    try:
-        loaded = fetch_experiment(args.experiment_key)
-    except LoaderError as e:
-        raise CometError(str(e)) from None
-    run = loaded.run
-    if (args.runs_dir / run["run_id"]).exists():
-        raise UsageError(f"{args.runs_dir / run['run_id']} already exists")
-    writer = RecordWriter(args.runs_dir, run["run_id"])
-    for name in ("model.h5", *ASSET_FILES):
-        content = loaded.read_asset(name) if name != RUN_JSON else None
-        if content is not None:
-            writer.path(name).write_bytes(content)
-    print(f"run record: {writer.publish(run)}")
-    return 0
 
 
 PLATFORM = CometPlatform

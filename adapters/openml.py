@@ -25,21 +25,19 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 from collections import defaultdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from adapters.base import Platform
+from adapters.base import Option, Platform
 from core import data
 from core.backend import backend_name
 from core.data import DataError, Mnist
-from core.environment import HARNESS_ROOT
+from core.environment import HARNESS_ROOT, installed_version
 from core.errors import HarnessError, UsageError
-from core.record import read_run_json, update_run_json
+from core.record import read_run_json
 from core.spec import ExperimentSpec
 
 DATASET_ID = 554  # mnist_784
@@ -253,10 +251,7 @@ def flow_identity(spec: ExperimentSpec) -> tuple[str, str, str]:
 
 
 def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "none"
+    return installed_version(package) or "none"  # tensorflow-cpu, tensorflow-intel, ... count as tensorflow
 
 
 def build_flow(spec: ExperimentSpec):
@@ -453,9 +448,22 @@ def publish_holdout_task(estimation_procedure_id: int | None, log: Callable[[str
 # --- The platform ------------------------------------------------------------------------
 
 class OpenMLPlatform(Platform):
-    """Runs the spec on verified MNIST from OpenML, saves (and with a key publishes) the OpenML run."""
+    """Runs the spec on verified MNIST from OpenML; then, after the record is published, the task's own
+    protocol (one model per split), saved into the record and, with a key, published."""
 
     name = "openml"
+    OPTIONS = (
+        Option("--openml-task", type=int, default=DEFAULT_TASK, metavar="ID",
+               help=f"OpenML task on dataset {DATASET_ID} (default {DEFAULT_TASK}: 10-fold cross-validation)"),
+        Option("--openml-folds", type=int, metavar="N",
+               help="train only the first N splits of the task (quick checks; such a run is saved, not published)"),
+        Option("--openml-cache", metavar="DIR",
+               help="openml cache folder (default: $OPENML_CACHE_DIR or the openml config file's)"),
+        Option("--openml-server", metavar="URL|test|production",
+               help="OpenML server (default: the openml config file's, else production)"),
+        Option("--no-openml-publish", dest="openml_publish", action="store_false",
+               help="save the OpenML run but do not publish it, even with an API key"),
+    )
 
     def __init__(self, options: argparse.Namespace, log: Callable[[str], None] = print,
                  expected: ExpectedData = MNIST_554):
@@ -467,112 +475,38 @@ class OpenMLPlatform(Platform):
         self.images: np.ndarray | None = None
         self.labels: np.ndarray | None = None
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--openml-task", type=int, default=DEFAULT_TASK, metavar="ID",
-                            help=f"OpenML task on dataset {DATASET_ID} (default {DEFAULT_TASK}: 10-fold "
-                                 "cross-validation; a published holdout task reuses the native predictions)")
-        parser.add_argument("--openml-folds", type=int, metavar="N",
-                            help="train only the first N splits of the task (quick checks; such a run is saved, not published)")
-        parser.add_argument("--openml-cache", metavar="DIR",
-                            help="openml cache folder (default: $OPENML_CACHE_DIR or the openml config file's)")
-        parser.add_argument("--openml-server", metavar="URL|test|production",
-                            help="OpenML server (default: the openml config file's, else production)")
-        parser.add_argument("--no-openml-publish", dest="openml_publish", action="store_false",
-                            help="save the OpenML run but do not publish it, even with an API key")
-
-    def _option(self, name: str, default: Any = None) -> Any:
-        return getattr(self.options, name, default)
-
     def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
-        folds = self._option("openml_folds")
+        folds = self.option("openml_folds")
         if folds is not None and folds < 1:
             raise UsageError("--openml-folds must be at least 1")
         self.spec, self.deterministic = spec, deterministic
         return super().run(spec, deterministic)
 
     def load_data(self, spec: ExperimentSpec) -> Mnist:
-        openml_client(self._option("openml_cache"), self._option("openml_server"))
-        self.task = get_task(self._option("openml_task", DEFAULT_TASK))
+        openml_client(self.option("openml_cache"), self.option("openml_server"))
+        self.task = get_task(self.option("openml_task", DEFAULT_TASK))
         with client_errors(f"getting OpenML dataset {self.task.dataset_id}"):
             dataset = self.task.get_dataset()
         mnist, self.images, self.labels = mnist_from_dataset(dataset, self.expected)
         self.log(f"[openml] {mnist.source}: digests verified; task {self.task.task_id}")
         return mnist
 
-    def runs_dir(self) -> Path:
-        return Path(self._option("runs_dir", "runs"))
-
     def platform_info(self) -> dict[str, Any]:
         import openml
 
         return {"name": self.name, "server": openml.config.server, "cache": openml.config.get_cache_directory(),
                 "dataset_id": DATASET_ID, "task_id": self.task.task_id if self.task else None,
-                "folds_limit": self._option("openml_folds"),
-                "publish": bool(self._option("openml_publish", True)) and has_api_key()}
-
-    def on_result(self, partial_dir: Path, result: dict[str, Any]) -> None:
-        """Predict every split of the task (or the first N) and save the OpenML run into the record."""
-        spec, task = self.spec, self.task
-        all_splits = task_splits(task)
-        splits = all_splits[: self._option("openml_folds")]
-        rows: list[list] = []
-        evaluations: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        for repeat, fold, train_rows, test_rows in splits:
-            if self._is_official_holdout(train_rows, test_rows):
-                # The native run already trained on exactly this split: reuse its test predictions.
-                rows_used, probabilities, timing = self._native_fold(test_rows, result)
-            else:
-                rows_used, probabilities, timing = self._train_fold(spec, repeat, fold, len(splits), train_rows, test_rows)
-            truth = self.labels[rows_used]
-            rows += prediction_rows(task, repeat, fold, rows_used, probabilities, truth)
-            evaluations["predictive_accuracy"][repeat][fold] = float((probabilities.argmax(1) == truth).mean())
-            for measure, value in timing.items():
-                evaluations[measure][repeat][fold] = value
-        description = (f"mnist-harness run {partial_dir.name.removeprefix('.partial-')}; spec_name: {spec.name}; "
-                       f"spec_hash: {spec.hash}; task {task.task_id}, {len(splits)} of {len(all_splits)} splits")
-        flow = build_flow(spec)
-        save_run(partial_dir / SAVED_RUN_DIR, task, flow, spec, rows, _plain(evaluations), description)
-        self.log(f"[openml] saved the OpenML run ({len(rows)} predictions, {len(splits)} split(s) of task "
-                 f"{task.task_id}, flow {flow.name}) in the record's {SAVED_RUN_DIR}/")
-
-    def _is_official_holdout(self, train_rows: np.ndarray, test_rows: np.ndarray) -> bool:
-        n_train, n_test = self.expected.n_train, self.expected.n_test
-        return (len(train_rows) == n_train and len(test_rows) == n_test
-                and np.array_equal(np.sort(train_rows), np.arange(n_train))
-                and np.array_equal(np.sort(test_rows), np.arange(n_train, n_train + n_test)))
-
-    def _native_fold(self, test_rows: np.ndarray, result: dict[str, Any]):
-        n_predicted = len(result["probabilities"])  # the first test_limit test images
-        index = test_rows - self.expected.n_train
-        keep = index < n_predicted
-        return test_rows[keep], result["probabilities"][index[keep]], {}
-
-    def _train_fold(self, spec: ExperimentSpec, repeat: int, fold: int, n_splits: int,
-                    train_rows: np.ndarray, test_rows: np.ndarray):
-        from core import backend
-        from core.experiment import build_model, evaluate, train
-
-        fold_data = Mnist(x_train=self.images[train_rows], y_train=self.labels[train_rows],
-                          x_test=self.images[test_rows], y_test=self.labels[test_rows],
-                          source=f"task {self.task.task_id} repeat {repeat} fold {fold}"
-                          ).limited(spec.data.train_limit, spec.data.test_limit)
-        self.log(f"[openml] split {fold + 1}/{n_splits} (repeat {repeat}, fold {fold}): "
-                 f"{len(fold_data.x_train)} train / {len(fold_data.x_test)} test images")
-        backend.configure(spec.seed, self.deterministic)  # every fold model starts from the spec's seed
-        model = build_model(spec)
-        started = time.perf_counter()
-        train(model, spec, fold_data)
-        trained = time.perf_counter()
-        evaluation = evaluate(model, spec, fold_data)
-        tested = time.perf_counter()
-        timing = {"wall_clock_time_millis_training": (trained - started) * 1000,
-                  "wall_clock_time_millis_testing": (tested - trained) * 1000,
-                  "wall_clock_time_millis": (tested - started) * 1000}
-        return test_rows[: len(fold_data.x_test)], evaluation["probabilities"], timing
+                "folds_limit": self.option("openml_folds"),
+                "publish": bool(self.option("openml_publish", True)) and has_api_key()}
 
     def publish(self, record_dir: Path) -> dict[str, Any] | None:
-        if not self._option("openml_publish", True):
+        """The task's protocol after the record: its models, the saved OpenML run, and (with a key) the upload.
+
+        Runs after the record is published, so a fold or a save that fails is noted in
+        `links.openml.publish_error` and the record stays `completed`.
+        """
+        self.save_openml_run(record_dir)
+        if not self.option("openml_publish", True):
             return None
         if not has_api_key():
             self.log(f"[openml] no API key ({APIKEY_ENV} or the openml config file): the run is saved in "
@@ -586,47 +520,67 @@ class OpenMLPlatform(Platform):
             return None
         return publish_saved_run(record_dir, self.log)
 
+    def save_openml_run(self, record_dir: Path) -> None:
+        """Predict every split of the task (or the first N) and save the OpenML run into the record."""
+        spec, task = self.spec, self.task
+        all_splits = task_splits(task)
+        splits = all_splits[: self.option("openml_folds")]
+        rows: list[list] = []
+        evaluations: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for repeat, fold, train_rows, test_rows in splits:
+            if self._is_official_holdout(train_rows, test_rows):
+                # The record's model trained on exactly this split: its test predictions are this fold's.
+                rows_used, probabilities, timing = self._native_fold(record_dir, test_rows)
+            else:
+                rows_used, probabilities, timing = self._train_fold(spec, repeat, fold, len(splits), train_rows, test_rows)
+            truth = self.labels[rows_used]
+            rows += prediction_rows(task, repeat, fold, rows_used, probabilities, truth)
+            evaluations["predictive_accuracy"][repeat][fold] = float((probabilities.argmax(1) == truth).mean())
+            for measure, value in timing.items():
+                evaluations[measure][repeat][fold] = value
+        description = (f"mnist-harness run {record_dir.name}; spec_name: {spec.name}; "
+                       f"spec_hash: {spec.hash}; task {task.task_id}, {len(splits)} of {len(all_splits)} splits")
+        flow = build_flow(spec)
+        save_run(record_dir / SAVED_RUN_DIR, task, flow, spec, rows, _plain(evaluations), description)
+        self.log(f"[openml] saved the OpenML run ({len(rows)} predictions, {len(splits)} split(s) of task "
+                 f"{task.task_id}, flow {flow.name}) in the record's {SAVED_RUN_DIR}/")
+
+    def _is_official_holdout(self, train_rows: np.ndarray, test_rows: np.ndarray) -> bool:
+        n_train, n_test = self.expected.n_train, self.expected.n_test
+        return (len(train_rows) == n_train and len(test_rows) == n_test
+                and np.array_equal(np.sort(train_rows), np.arange(n_train))
+                and np.array_equal(np.sort(test_rows), np.arange(n_train, n_train + n_test)))
+
+    def _native_fold(self, record_dir: Path, test_rows: np.ndarray):
+        import keras
+
+        model = keras.models.load_model(record_dir / "model.h5", compile=False)
+        n_predicted = read_run_json(record_dir)["data"]["n_test"]  # the first test_limit test images
+        index = test_rows - self.expected.n_train
+        keep = index < n_predicted
+        images = self.images[test_rows[keep]]
+        probabilities = model.predict(images[..., None], batch_size=max(self.spec.batch_size, 256), verbose=0)
+        return test_rows[keep], probabilities, {}
+
+    def _train_fold(self, spec: ExperimentSpec, repeat: int, fold: int, n_splits: int,
+                    train_rows: np.ndarray, test_rows: np.ndarray):
+        from core.experiment import fit_and_evaluate
+
+        fold_data = Mnist(x_train=self.images[train_rows], y_train=self.labels[train_rows],
+                          x_test=self.images[test_rows], y_test=self.labels[test_rows],
+                          source=f"task {self.task.task_id} repeat {repeat} fold {fold}"
+                          ).limited(spec.data.train_limit, spec.data.test_limit)
+        self.log(f"[openml] split {fold + 1}/{n_splits} (repeat {repeat}, fold {fold}): "
+                 f"{len(fold_data.x_train)} train / {len(fold_data.x_test)} test images")
+        result = fit_and_evaluate(spec, fold_data, deterministic=self.deterministic)
+        train_ms, test_ms = result["train_seconds"] * 1000, result["test_seconds"] * 1000
+        timing = {"wall_clock_time_millis_training": train_ms, "wall_clock_time_millis_testing": test_ms,
+                  "wall_clock_time_millis": train_ms + test_ms}
+        return test_rows[: len(fold_data.x_test)], result["probabilities"], timing
+
 
 def _plain(nested: Any) -> Any:
     return {k: _plain(v) for k, v in nested.items()} if isinstance(nested, dict) else nested
 
 
 PLATFORM = OpenMLPlatform
-
-
-# --- run.py push openml ---------------------------------------------------------------------
-
-def cli_push(argv: list[str]) -> int:
-    """`run.py push openml RUN_DIR`: publish a saved run; `--holdout-task`: publish the official split as a task."""
-    parser = argparse.ArgumentParser(
-        prog="run.py push openml",
-        description=f"Publish a saved OpenML run (the record's {SAVED_RUN_DIR}/ folder) and its flow, and link "
-                    f"their ids in run.json; or create the official-holdout task. Needs an API key: "
-                    f"{APIKEY_ENV} or `apikey = ...` in the openml config file.")
-    parser.add_argument("run_dir", nargs="?", type=Path, help="a run record folder (or its openml/ folder)")
-    parser.add_argument("--holdout-task", action="store_true",
-                        help=f"create a task on dataset {DATASET_ID} with the official 60k/10k split")
-    parser.add_argument("--estimation-procedure", type=int, metavar="ID",
-                        help="custom-holdout estimation procedure id (default: looked up on the server)")
-    parser.add_argument("--openml-server", metavar="URL|test|production")
-    parser.add_argument("--openml-cache", metavar="DIR")
-    args = parser.parse_args(argv)
-    if args.holdout_task == (args.run_dir is not None):
-        raise UsageError("give either RUN_DIR or --holdout-task")
-    openml_client(args.openml_cache, args.openml_server)
-    if args.holdout_task:
-        print(publish_holdout_task(args.estimation_procedure))
-        return 0
-    record = args.run_dir.resolve()
-    if record.name == SAVED_RUN_DIR and (record.parent / "run.json").is_file():
-        record = record.parent
-    if not (record / SAVED_RUN_DIR / "description.xml").is_file():
-        raise UsageError(f"{args.run_dir}: no saved OpenML run ({SAVED_RUN_DIR}/description.xml); "
-                         "it is written by `run.py --platform openml`")
-    run = read_run_json(record)
-    if run.get("status") != "completed":
-        raise UsageError(f"{record}: the run is {run.get('status')}, not completed; not publishing it")
-    links = publish_saved_run(record)
-    update_run_json(record, {"links": {"openml": links}})
-    print(f"linked in {record / 'run.json'}: flow {links['flow_id']}, run {links['run_id']}")
-    return 0

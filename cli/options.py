@@ -37,6 +37,14 @@ def select_backend(args: argparse.Namespace) -> str:
     return backend.select(getattr(args, "backend", None), getattr(args, "deterministic", True))
 
 
+def add_platform_options(parser: argparse.ArgumentParser, platform_cls) -> None:
+    """The platform's own options (`Platform.OPTIONS`, declared as data) as an argument group."""
+    if platform_cls.OPTIONS:
+        group = parser.add_argument_group(f"{platform_cls.name} platform")
+        for option in platform_cls.OPTIONS:
+            group.add_argument(option.flag, **option.argparse_kwargs())
+
+
 def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = dict(parse_set_option(s) for s in args.set)
     for flag, key in (("epochs", "epochs"), ("seed", "seed"), ("batch_size", "batch_size"), ("split", "split"),

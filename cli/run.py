@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from adapters import PLATFORMS, detect_platform, get_platform
-from cli.options import add_run_options, add_spec_options, select_backend, spec_from_args
-from core import backend
+from cli.options import add_platform_options, add_run_options, add_spec_options, select_backend, spec_from_args
+from core import backend, console
 from core.errors import HarnessError, UsageError
+from core.record import read_run_json
 
 RECORDS_HEADER = "run records:"  # what `repeat` prints before its record folders, one per line
 
@@ -18,13 +20,13 @@ RECORDS_HEADER = "run records:"  # what `repeat` prints before its record folder
 def build_parser(platform_cls=None, prog: str = "run.py [run]") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run the experiment on a platform and write a run record.")
     parser.add_argument("--platform", default=detect_platform(), metavar="NAME",
-                        help=f"where it runs: {', '.join(sorted(PLATFORMS))} (default: detected from the "
+                        help=f"where it runs: {', '.join(PLATFORMS.names())} (default: detected from the "
                              f"environment, else local; here: {detect_platform()}). "
                              "Platform options: run.py --platform NAME --help")
     add_spec_options(parser)
     add_run_options(parser)
     if platform_cls is not None:
-        platform_cls.add_arguments(parser.add_argument_group(f"{platform_cls.name} platform"))
+        add_platform_options(parser, platform_cls)
     return parser
 
 
@@ -52,7 +54,13 @@ def main(command: str, argv: list[str]) -> int:
     platform = platform_cls(args)
     if command == "run":
         record = platform.run(spec, deterministic=args.deterministic)
-        print(f"run record: {record}")
+        run = read_run_json(record)
+        following = [(f"python run.py repeat --seeds 3 {shlex.join(argv)}".rstrip(), "the noise band of this spec")]
+        earlier = console.earlier_run(record, run["spec_hash"])
+        if earlier is not None:
+            following.insert(0, (shlex.join(["python", "run.py", "compare", str(earlier), str(record)]),
+                                 "against the last run of this spec"))
+        print(console.run_summary(run, record, following))
         return 0
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
@@ -60,6 +68,8 @@ def main(command: str, argv: list[str]) -> int:
     for i in range(args.seeds):
         seeded = dataclasses.replace(spec, seed=spec.seed + i)
         records.append(platform.run(seeded, deterministic=args.deterministic))
+    for record in records:
+        print(console.run_summary(read_run_json(record), record))
     print(RECORDS_HEADER + "\n  " + "\n  ".join(str(r) for r in records))
     print(f"compare them: python run.py compare {' '.join(str(r) for r in records)}")
     return 0

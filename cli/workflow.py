@@ -5,26 +5,29 @@
     run.py explore --learning-rate 0.001,0.01 …   Optuna search, every trial a run record (reports/explore-STUDY.md)
 
 Every run is a normal run record on the local platform. Full documentation: docs/workflow.md.
+This module parses arguments and calls: the claims table is core/claims.py, the model test
+core/model_test.py.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import math
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from adapters import get_platform
 from cli.options import add_run_options, select_backend, spec_overrides
 from core import claims as claims_mod
-from core.errors import HarnessError, UsageError
+from core import model_test
+from core.backend import release_model_memory  # noqa: F401 — explore's trials use it
+from core.errors import UsageError
 from core.record import read_run_json
 from core.reports import check_report_name, format_seconds, markdown_table, write_report
-from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option, parse_spec
+from core.spec import SPECS_DIR, ExperimentSpec, list_presets, load_spec, parse_set_option
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -51,13 +54,6 @@ def local_platform(args: argparse.Namespace):
     return get_platform("local")(argparse.Namespace(runs_dir=args.runs_dir))
 
 
-def release_model_memory() -> None:
-    """Drop the last model's graph state between runs of one process."""
-    import keras
-
-    keras.backend.clear_session()
-
-
 # --- reproduce ---------------------------------------------------------------------------
 
 def reproduce(argv: list[str]) -> int:
@@ -82,138 +78,13 @@ def reproduce(argv: list[str]) -> int:
         raise UsageError("--seeds must be at least 1")
     check_report_name(args.name)
     overrides = spec_overrides(args)
-    presets = args.presets or list_presets()
-    plan = []  # validate every preset and its claims before the first run
-    for preset in presets:
-        published = load_spec(preset)
-        used = load_spec(preset, overrides)
-        plan.append((preset, published, used, claims_mod.parse_claims(published, preset)))
-    platform = local_platform(args)
-    report = ClaimsReport(argv, args.seeds, overrides)
-    for preset, published, used, claims in plan:
-        report.start(preset, published, used, claims)
-        try:
-            for i in range(args.seeds):
-                started = time.perf_counter()
-                record = platform.run(dataclasses.replace(used, seed=used.seed + i), deterministic=args.deterministic)
-                report.add_run(preset, record, time.perf_counter() - started)
-                release_model_memory()
-        except Exception as e:  # noqa: BLE001 — one preset's crash must not lose the others' results
-            report.fail(preset, e)
-            if isinstance(e, HarnessError):  # bad data or input: every preset would fail the same way
-                report.write(args.out, args.name)
-                raise
-            print(f"[reproduce] {preset} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        except KeyboardInterrupt:
-            report.fail(preset, KeyboardInterrupt("interrupted"))
-            report.write(args.out, args.name)
-            raise
-        md, js = report.write(args.out, args.name)
+    plan = claims_mod.plan_presets(args.presets or list_presets(), overrides)
+    report = claims_mod.ClaimsReport(argv, args.seeds, overrides)
+    md, js = claims_mod.reproduce(plan, local_platform(args), report, args.seeds, args.deterministic,
+                                  args.out, args.name, log=lambda line: print(line, file=sys.stderr))
     print(report.markdown())
     print(f"claims table: {md} and {js}")
     return 1 if report.any_failed() else 0
-
-
-class ClaimsReport:
-    """The claims table, rewritten after every preset so an interrupted reproduce keeps what it measured."""
-
-    def __init__(self, argv: list[str], seeds: int, overrides: dict[str, Any]):
-        self.argv, self.seeds, self.overrides = argv, seeds, overrides
-        self.presets: dict[str, dict[str, Any]] = {}
-        self.environment: dict[str, Any] = {}
-
-    def start(self, preset: str, published: ExperimentSpec, used: ExperimentSpec, claims) -> None:
-        self.presets[preset] = {"preset": preset, "spec_name": published.name, "spec_hash": used.hash,
-                                "published_spec_hash": published.hash,
-                                "changed": claims_mod.changed_conditions(published, used),
-                                "claims": claims, "runs": [], "seconds": 0.0, "error": None}
-
-    def add_run(self, preset: str, record: Path, seconds: float) -> None:
-        run = read_run_json(record)
-        entry = self.presets[preset]
-        entry["seconds"] += seconds
-        entry["runs"].append({"run_id": run["run_id"], "record": str(record), "seed": run["seed"],
-                              "status": run["status"], "seconds": seconds, "metrics": run["metrics"]})
-        if not self.environment:
-            env = run.get("environment", {})
-            runtime = env.get("runtime", {})
-            self.environment = {"cpu": env.get("cpu", {}).get("model"),
-                                "logical_cores": env.get("cpu", {}).get("logical_cores"),
-                                "gpus": [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)],
-                                "tensorflow": runtime.get("tensorflow"), "keras": runtime.get("keras"),
-                                "python": env.get("python")}
-
-    def fail(self, preset: str, error: BaseException) -> None:
-        self.presets[preset]["error"] = f"{type(error).__name__}: {error}"
-
-    def any_failed(self) -> bool:
-        return any(p["error"] for p in self.presets.values())
-
-    def rows(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
-        """One row per claim, or per recorded metric for a preset without claims."""
-        rows = []
-        targets = entry["claims"] or [None for _ in claims_mod.RECORDED_METRICS]
-        for i, claim in enumerate(targets):
-            metric = claim.metric if claim else claims_mod.RECORDED_METRICS[i]
-            values = tuple(float(r["metrics"][metric]) for r in entry["runs"]
-                           if isinstance(r["metrics"].get(metric), (int, float)))
-            measurement = claims_mod.Measurement(values) if values else None
-            if entry["error"]:
-                verdict = claims_mod.Verdict(claims_mod.FAILED, f"failed: {entry['error']}")
-            elif claim is None:
-                verdict = claims_mod.Verdict(claims_mod.RECORDED, "recorded" + (
-                    f" (changed: {', '.join(entry['changed'])})" if entry["changed"] else ""))
-            else:
-                verdict = claims_mod.judge(claim, measurement, entry["changed"])
-            rows.append({"metric": metric, "claim": dataclasses.asdict(claim) if claim else None,
-                         "claim_text": claim.text() if claim else f"{metric}: none published",
-                         "measured": measurement.to_dict() if measurement else None,
-                         "measured_text": measurement.text() if measurement else "—",
-                         "verdict": verdict.status, "verdict_text": verdict.text, "band": verdict.band})
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        presets = []
-        for entry in self.presets.values():
-            e = {k: v for k, v in entry.items() if k != "claims"}
-            e["rows"] = self.rows(entry)
-            presets.append(e)
-        return {"title": "claims table", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "command": ["run.py", "reproduce", *self.argv], "seeds": self.seeds, "overrides": self.overrides,
-                "noise_band": f"max(claim tolerance (default {claims_mod.DEFAULT_TOLERANCE}), "
-                              "2 x standard deviation over seeds)",
-                "environment": self.environment, "presets": presets}
-
-    def markdown(self) -> str:
-        data = self.to_dict()
-        env = self.environment
-        lines = ["# Claims table", "",
-                 f"`python run.py reproduce {' '.join(self.argv)}` — {data['generated_at']}, "
-                 f"{self.seeds} seed(s) per preset.",
-                 f"Machine: {env.get('cpu') or '?'} ({env.get('logical_cores') or '?'} logical cores"
-                 f"{', GPU: ' + ', '.join(env['gpus']) if env.get('gpus') else ', no GPU'}); "
-                 f"TensorFlow {env.get('tensorflow') or '?'}, Keras {env.get('keras') or '?'}.",
-                 f"Noise band: {data['noise_band']}; measured = mean ± sample standard deviation over seeds.", ""]
-        if self.overrides:
-            shown = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
-            lines += [f"**Overrides: {shown}.** Claims are not tested under changed conditions.", ""]
-        table = []
-        for e in data["presets"]:
-            runs = len(e["runs"])
-            time_text = format_seconds(e["seconds"]) + (f" ({format_seconds(e['seconds'] / runs)}/run)" if runs > 1 else "")
-            for row in e["rows"]:
-                table.append([e["preset"], row["claim_text"], row["measured_text"], row["verdict_text"], runs, time_text])
-        lines += [markdown_table(["preset", "claim", "measured", "verdict", "runs", "time"], table), "", "Sources:"]
-        for e in data["presets"]:
-            for row in e["rows"]:
-                if row["claim"]:
-                    lines.append(f"- {e['preset']}, {row['claim_text']}: {row['claim']['source']}")
-        lines += ["", "Run records:"]
-        lines += [f"- {e['preset']}: " + ", ".join(r["record"] for r in e["runs"]) for e in data["presets"] if e["runs"]]
-        return "\n".join(lines)
-
-    def write(self, out: str, name: str) -> tuple[Path, Path]:
-        return write_report(out, name, self.markdown(), self.to_dict())
 
 
 # --- test ----------------------------------------------------------------------------------
@@ -237,7 +108,10 @@ def test_models(argv: list[str]) -> int:
     check_report_name(args.name)
     if args.test_limit is not None and args.test_limit < 1:
         raise UsageError("--test-limit must be a positive integer")
-    models, skipped = find_models(args.runs, Path(args.runs_dir))
+    from results.loaders import discover
+
+    runs, unreadable = discover(run_paths(args.runs, Path(args.runs_dir)))
+    models, skipped = model_test.usable_runs(runs, [(str(s.path), s.reason) for s in unreadable])
     for path, reason in skipped:
         print(f"[test] skipped {path}: {reason}", file=sys.stderr)
     if not models:
@@ -246,17 +120,19 @@ def test_models(argv: list[str]) -> int:
     from core.data import load_mnist
 
     data = load_mnist(args.source, args.path, log=print).limited(None, args.test_limit)
-    table = ModelTest.evaluate(models, data)
-    md, js = write_report(args.out, args.name, table.markdown(args.name), table.to_dict(args.name, skipped))
+    table = model_test.ModelTest.evaluate(models, data, skipped)
+    for path, reason in table.skipped[len(skipped):]:
+        print(f"[test] skipped {path}: {reason}", file=sys.stderr)
+    if not table.runs:
+        raise UsageError(f"none of the {len(models)} saved model(s) could be tested (reasons above)")
+    md, js = write_report(args.out, args.name, table.markdown(args.name), table.to_dict(args.name))
     print(table.markdown(args.name))
     print(f"test table: {md} and {js}")
     return 0
 
 
-def find_models(paths: list[str], runs_dir: Path) -> tuple[list, list[tuple[str, str]]]:
-    """(completed runs that have a model.h5, [(path, reason skipped)])."""
-    from results.loaders import discover
-
+def run_paths(paths: list[str], runs_dir: Path) -> list[Path]:
+    """Each RUN argument as a path: itself if it exists, else a run id under --runs-dir."""
     resolved = []
     for p in paths:
         if Path(p).exists():
@@ -265,104 +141,7 @@ def find_models(paths: list[str], runs_dir: Path) -> tuple[list, list[tuple[str,
             resolved.append(runs_dir / p)
         else:
             raise UsageError(f"no run record {p!r}: not a folder, nor a run id under {runs_dir}/")
-    runs, skipped = discover(resolved)
-    out = [(str(s.path), s.reason) for s in skipped]
-    usable = []
-    for run in runs:
-        if run.run.get("status") != "completed":
-            out.append((str(run.source), f"status {run.run.get('status')}"))
-        elif not (run.source / "model.h5").is_file():
-            out.append((str(run.source), "no model.h5"))
-        else:
-            usable.append(run)
-    return usable, out
-
-
-@dataclasses.dataclass
-class ModelTest:
-    """Each model's results on one test set, and where the models disagree."""
-
-    runs: list  # LoadedRun
-    results: list[dict[str, Any]]
-    y: Any  # test labels
-    source: str
-    digest: str
-
-    @classmethod
-    def evaluate(cls, runs: list, data) -> "ModelTest":
-        import keras
-        import numpy as np
-
-        from core.experiment import evaluate
-
-        results = []
-        for run in runs:
-            spec = parse_spec(run.run["spec"], source=str(run.source))
-            model = keras.models.load_model(run.source / "model.h5", compile=False)
-            result = evaluate(model, spec, data)
-            recorded = run.predictions()
-            n = len(result["predictions"])
-            if recorded is None or len(recorded) < n:
-                same = None  # the record evaluated fewer test images than we did
-            else:
-                same = int((recorded[:n] != result["predictions"]).sum())
-            results.append({"predictions": result["predictions"], "test_loss": result["test_loss"],
-                            "test_accuracy": result["test_accuracy"],
-                            "errors": int((result["predictions"] != data.y_test).sum()),
-                            "differs_from_record": same})
-            del model
-            release_model_memory()
-        return cls(runs, results, np.asarray(data.y_test), data.source, data.digest())
-
-    def disagreements(self):
-        import numpy as np
-
-        preds = np.stack([r["predictions"] for r in self.results])
-        pairwise = (preds[:, None, :] != preds[None, :, :]).sum(axis=2)
-        any_differ = np.flatnonzero((preds != preds[0]).any(axis=0))
-        all_wrong = np.flatnonzero((preds != self.y).all(axis=0))
-        return pairwise, any_differ, all_wrong
-
-    def markdown(self, name: str) -> str:
-        pairwise, any_differ, all_wrong = self.disagreements()
-        n = len(self.y)
-        rows = []
-        for i, (run, r) in enumerate(zip(self.runs, self.results), 1):
-            rec = run.run.get("metrics", {}).get("test_accuracy")
-            same = r["differs_from_record"]
-            rows.append([f"#{i}", run.run["run_id"], run.run["spec"].get("name", "?"), run.run.get("platform", "?"),
-                         f"{r['test_loss']:.4f}", f"{r['test_accuracy']:.4f}", r["errors"],
-                         f"{rec:.4f}" if isinstance(rec, (int, float)) else "—",
-                         "n/a" if same is None else ("identical" if same == 0 else f"{same} differ")])
-        labels = [f"#{i}" for i in range(1, len(self.runs) + 1)]
-        matrix = [[labels[i]] + ["—" if i == j else int(pairwise[i, j]) for j in range(len(labels))]
-                  for i in range(len(labels))]
-        lines = [f"# Test: {name}", "",
-                 f"{n} images of the verified MNIST test set ({self.source}; data digest {self.digest[:16]}…).", "",
-                 markdown_table(["#", "run", "spec", "platform", "loss", "accuracy", "errors",
-                                 "recorded accuracy", "predictions vs record"], rows), "",
-                 "Pairwise disagreements (test images where two models predict different digits):", "",
-                 markdown_table([""] + labels, matrix), "",
-                 f"The models disagree on {len(any_differ)} of {n} images; all of them are wrong on {len(all_wrong)}. "
-                 f"Image indices: {name}.json."]
-        return "\n".join(lines)
-
-    def to_dict(self, name: str, skipped: list[tuple[str, str]]) -> dict[str, Any]:
-        pairwise, any_differ, all_wrong = self.disagreements()
-        return {
-            "title": f"test {name}", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "test_set": {"source": self.source, "n_test": len(self.y), "data_digest": self.digest},
-            "runs": [{"index": i, "run_id": run.run["run_id"], "record": str(run.source),
-                      "spec_name": run.run["spec"].get("name"), "spec_hash": run.run.get("spec_hash"),
-                      "test_loss": r["test_loss"], "test_accuracy": r["test_accuracy"], "errors": r["errors"],
-                      "recorded_test_accuracy": run.run.get("metrics", {}).get("test_accuracy"),
-                      "predictions_differing_from_record": r["differs_from_record"]}
-                     for i, (run, r) in enumerate(zip(self.runs, self.results), 1)],
-            "pairwise_disagreements": pairwise.tolist(),
-            "disagreement_indices": any_differ.tolist(),
-            "all_wrong_indices": all_wrong.tolist(),
-            "skipped": [{"path": p, "reason": why} for p, why in skipped],
-        }
+    return resolved
 
 
 # --- explore -------------------------------------------------------------------------------

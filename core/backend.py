@@ -258,6 +258,13 @@ def configure_threads() -> dict[str, int]:
     return {"intra_op": cores, "inter_op": cores}
 
 
+def release_model_memory() -> None:
+    """Drop the last model's graph state between runs of one process."""
+    import keras
+
+    keras.backend.clear_session()
+
+
 def runtime_info() -> dict[str, Any]:
     """Backend, its versions, devices, thread pools and numerics switches, for the record."""
     import keras

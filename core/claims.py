@@ -13,16 +13,24 @@ holds if the mean over seeds satisfies `op`; if it misses by no more than the ba
 it is "within noise"; otherwise "not reproduced". A run whose spec differs from
 the preset (other than its seed) did not test the claim at all.
 
-Imports no TensorFlow: reading claims and judging numbers is plain arithmetic.
+`ClaimsReport` is the table `run.py reproduce` writes, and `reproduce()` fills it by running
+the presets. Reading claims and judging numbers is plain arithmetic: this module imports no
+TensorFlow (the platform it is given runs the experiment).
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import operator
+import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from core.spec import ExperimentSpec, SpecError
+from core.errors import HarnessError
+from core.record import read_run_json
+from core.reports import format_seconds, markdown_table, write_report
+from core.spec import ExperimentSpec, SpecError, load_spec
 
 DEFAULT_TOLERANCE = 0.003
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -159,3 +167,158 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in items:
         out.update(_flatten(v, f"{prefix}{k}."))
     return out
+
+
+# --- The claims table: run the presets, judge their claims ---------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PresetPlan:
+    """One preset as published, as it will run (with the overrides), and its claims."""
+
+    preset: str
+    published: ExperimentSpec
+    used: ExperimentSpec
+    claims: tuple[Claim, ...]
+
+
+def plan_presets(presets: Sequence[str], overrides: dict[str, Any]) -> list[PresetPlan]:
+    """Every preset and its claims, validated before the first run (a SpecError names the bad one)."""
+    plan = []
+    for preset in presets:
+        published = load_spec(preset)
+        plan.append(PresetPlan(preset, published, load_spec(preset, overrides), parse_claims(published, preset)))
+    return plan
+
+
+def reproduce(plan: Sequence[PresetPlan], platform, report: "ClaimsReport", seeds: int, deterministic: bool,
+              out: str | Path, name: str, log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Run each preset with `seeds` seeds on `platform`, rewriting the table after each; returns its paths.
+
+    A preset that crashes is reported as failed and the others still run; a HarnessError (bad
+    data or input: every preset would fail the same way) or Ctrl-C writes the table and stops.
+    """
+    from core.backend import release_model_memory
+
+    md_js = None
+    for p in plan:
+        report.start(p.preset, p.published, p.used, p.claims)
+        try:
+            for i in range(seeds):
+                started = time.perf_counter()
+                record = platform.run(dataclasses.replace(p.used, seed=p.used.seed + i), deterministic=deterministic)
+                report.add_run(p.preset, record, time.perf_counter() - started)
+                release_model_memory()
+        except Exception as e:  # noqa: BLE001 — one preset's crash must not lose the others' results
+            report.fail(p.preset, e)
+            if isinstance(e, HarnessError):
+                report.write(out, name)
+                raise
+            log(f"[reproduce] {p.preset} failed: {type(e).__name__}: {e}")
+        except KeyboardInterrupt:
+            report.fail(p.preset, KeyboardInterrupt("interrupted"))
+            report.write(out, name)
+            raise
+        md_js = report.write(out, name)
+    return md_js
+
+
+class ClaimsReport:
+    """The claims table, rewritten after every preset so an interrupted reproduce keeps what it measured."""
+
+    def __init__(self, argv: list[str], seeds: int, overrides: dict[str, Any]):
+        self.argv, self.seeds, self.overrides = argv, seeds, overrides
+        self.presets: dict[str, dict[str, Any]] = {}
+        self.environment: dict[str, Any] = {}
+
+    def start(self, preset: str, published: ExperimentSpec, used: ExperimentSpec, claims) -> None:
+        self.presets[preset] = {"preset": preset, "spec_name": published.name, "spec_hash": used.hash,
+                                "published_spec_hash": published.hash,
+                                "changed": changed_conditions(published, used),
+                                "claims": claims, "runs": [], "seconds": 0.0, "error": None}
+
+    def add_run(self, preset: str, record: Path, seconds: float) -> None:
+        run = read_run_json(record)
+        entry = self.presets[preset]
+        entry["seconds"] += seconds
+        entry["runs"].append({"run_id": run["run_id"], "record": str(record), "seed": run["seed"],
+                              "status": run["status"], "seconds": seconds, "metrics": run["metrics"]})
+        if not self.environment:
+            env = run.get("environment", {})
+            runtime = env.get("runtime", {})
+            self.environment = {"cpu": env.get("cpu", {}).get("model"),
+                                "logical_cores": env.get("cpu", {}).get("logical_cores"),
+                                "gpus": [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)],
+                                "tensorflow": runtime.get("tensorflow"), "keras": runtime.get("keras"),
+                                "python": env.get("python")}
+
+    def fail(self, preset: str, error: BaseException) -> None:
+        self.presets[preset]["error"] = f"{type(error).__name__}: {error}"
+
+    def any_failed(self) -> bool:
+        return any(p["error"] for p in self.presets.values())
+
+    def rows(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row per claim, or per recorded metric for a preset without claims."""
+        rows = []
+        targets = entry["claims"] or [None for _ in RECORDED_METRICS]
+        for i, claim in enumerate(targets):
+            metric = claim.metric if claim else RECORDED_METRICS[i]
+            values = tuple(float(r["metrics"][metric]) for r in entry["runs"]
+                           if isinstance(r["metrics"].get(metric), (int, float)))
+            measurement = Measurement(values) if values else None
+            if entry["error"]:
+                verdict = Verdict(FAILED, f"failed: {entry['error']}")
+            elif claim is None:
+                verdict = Verdict(RECORDED, "recorded" + (
+                    f" (changed: {', '.join(entry['changed'])})" if entry["changed"] else ""))
+            else:
+                verdict = judge(claim, measurement, entry["changed"])
+            rows.append({"metric": metric, "claim": dataclasses.asdict(claim) if claim else None,
+                         "claim_text": claim.text() if claim else f"{metric}: none published",
+                         "measured": measurement.to_dict() if measurement else None,
+                         "measured_text": measurement.text() if measurement else "—",
+                         "verdict": verdict.status, "verdict_text": verdict.text, "band": verdict.band})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        presets = []
+        for entry in self.presets.values():
+            e = {k: v for k, v in entry.items() if k != "claims"}
+            e["rows"] = self.rows(entry)
+            presets.append(e)
+        return {"title": "claims table", "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": ["run.py", "reproduce", *self.argv], "seeds": self.seeds, "overrides": self.overrides,
+                "noise_band": f"max(claim tolerance (default {DEFAULT_TOLERANCE}), "
+                              "2 x standard deviation over seeds)",
+                "environment": self.environment, "presets": presets}
+
+    def markdown(self) -> str:
+        data = self.to_dict()
+        env = self.environment
+        lines = ["# Claims table", "",
+                 f"`python run.py reproduce {' '.join(self.argv)}` — {data['generated_at']}, "
+                 f"{self.seeds} seed(s) per preset.",
+                 f"Machine: {env.get('cpu') or '?'} ({env.get('logical_cores') or '?'} logical cores"
+                 f"{', GPU: ' + ', '.join(env['gpus']) if env.get('gpus') else ', no GPU'}); "
+                 f"TensorFlow {env.get('tensorflow') or '?'}, Keras {env.get('keras') or '?'}.",
+                 f"Noise band: {data['noise_band']}; measured = mean ± sample standard deviation over seeds.", ""]
+        if self.overrides:
+            shown = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+            lines += [f"**Overrides: {shown}.** Claims are not tested under changed conditions.", ""]
+        table = []
+        for e in data["presets"]:
+            runs = len(e["runs"])
+            time_text = format_seconds(e["seconds"]) + (f" ({format_seconds(e['seconds'] / runs)}/run)" if runs > 1 else "")
+            for row in e["rows"]:
+                table.append([e["preset"], row["claim_text"], row["measured_text"], row["verdict_text"], runs, time_text])
+        lines += [markdown_table(["preset", "claim", "measured", "verdict", "runs", "time"], table), "", "Sources:"]
+        for e in data["presets"]:
+            for row in e["rows"]:
+                if row["claim"]:
+                    lines.append(f"- {e['preset']}, {row['claim_text']}: {row['claim']['source']}")
+        lines += ["", "Run records:"]
+        lines += [f"- {e['preset']}: " + ", ".join(r["record"] for r in e["runs"]) for e in data["presets"] if e["runs"]]
+        return "\n".join(lines)
+
+    def write(self, out: str, name: str) -> tuple[Path, Path]:
+        return write_report(out, name, self.markdown(), self.to_dict())

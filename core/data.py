@@ -40,6 +40,7 @@ from typing import BinaryIO, Callable, Iterable
 import numpy as np
 
 from core.errors import HarnessError
+from core.record import read_npy_header
 
 SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
 DIGESTS = {
@@ -198,14 +199,7 @@ def _read_npy_member(z: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipInfo) -> 
 
 def _empty_npy_array(f: BinaryIO, name: str) -> tuple[np.ndarray, memoryview]:
     """Read a .npy header from `f`; the uninitialised array it describes and a byte view of its buffer."""
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-    if read_header is None:
-        raise ValueError(f"{name}: .npy format version {version} is not supported")
-    shape, fortran_order, dtype = read_header(f)
-    if dtype.hasobject:
-        raise ValueError(f"{name}: holds Python objects (a pickle); refusing to load it")
+    shape, fortran_order, dtype = read_npy_header(f, name)
     array = np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
     return array, memoryview(array.reshape(-1, order="A")).cast("B")  # a view of `array`, not a copy
 

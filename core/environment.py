@@ -12,9 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+from importlib import machinery, metadata
 from pathlib import Path
 from typing import Any
+
+from core import console
 
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +47,9 @@ def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment variables that affect numerics, secrets redacted."""
     if environ is None:
         environ = {k: v for k, v in os.environ.items() if k in _ENV_AT_START or not k.startswith(SET_BY_IMPORTS)}
-    return redact_env({k: v for k, v in environ.items() if k.startswith(NUMERIC_ENV_PREFIXES)})
+    # How much TensorFlow logs moves no number; `environment.logging` records it (core/console.py).
+    return redact_env({k: v for k, v in environ.items()
+                       if k.startswith(NUMERIC_ENV_PREFIXES) and k not in console.LOGGING_ENV})
 
 
 def cpu_info() -> dict[str, Any]:
@@ -83,14 +87,58 @@ def gpu_info() -> list[dict[str, str]]:
     return gpus
 
 
+# One import name, several distributions: TensorFlow's CPU image installs `tensorflow-cpu`
+# (its Dockerfile installs ${TENSORFLOW_PACKAGE}), Windows wheels are `tensorflow-intel`,
+# Apple's `tensorflow-macos`, ARM Linux `tensorflow-aarch64`, nightlies `tf-nightly*`.
+# Asking only for the distribution named `tensorflow` reads None in all of those.
+DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
+                   "tensorflow-aarch64", "tensorflow-rocm", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu",
+                   "tf-nightly-gpu"),
+    "keras": ("keras", "keras-nightly"),
+    "jax": ("jax", "jax-nightly"),
+    "comet_ml": ("comet_ml",),
+}
+
+
+def installed_version(module: str, path: list[str] | None = None) -> str | None:
+    """The installed version of the package imported as `module`, whatever its distribution is called.
+
+    None when no module of that name is on `path` (sys.path by default). Otherwise the
+    known distribution names first (cheap), then whichever distribution ships the
+    top-level module, then the module's `__version__` if something already imported it
+    (it is never imported here: the fingerprint stays cheap).
+    """
+    this_process = path is None  # only then does sys.modules say anything about `path`
+    path = list(sys.path if this_process else path)
+    if machinery.PathFinder.find_spec(module, path) is None and not (this_process and module in sys.modules):
+        return None
+    known = DISTRIBUTIONS.get(module, (module,))
+    for names in (known, None):  # the scan of every distribution only when no known name is installed
+        for name in names or _providers(module, path):
+            dist = next(iter(metadata.distributions(name=name, path=path)), None)
+            if dist is not None and dist.version:
+                return dist.version
+    loaded = sys.modules.get(module) if this_process else None
+    version = getattr(loaded, "__version__", None)
+    return version if isinstance(version, str) else None
+
+
+def _providers(module: str, path: list[str]) -> list[str]:
+    """Distributions that ship the top-level module `module` (their top_level.txt, else their RECORD)."""
+    names = set()
+    for dist in metadata.distributions(path=path):
+        top = (dist.read_text("top_level.txt") or "").split()
+        if not top:
+            top = [f.parts[0].removesuffix(".py") for f in dist.files or () if f.parts]
+        if module in top and dist.metadata["Name"]:
+            names.add(dist.metadata["Name"])
+    return sorted(names)
+
+
 def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """{import name: installed version or None} for the packages that can move a number."""
+    return {name: installed_version(name) for name in PACKAGES}
 
 
 HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
@@ -142,6 +190,7 @@ def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "packages": package_versions(),
         "env": numeric_env(),
         "harness": git_state(),
+        "logging": console.logging_state(),
     }
     if extra:
         fp.update(redact_nested(extra))

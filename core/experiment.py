@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
-from core import backend, environment
+from core import backend, console, environment
 from core.data import Mnist
 from core.errors import HarnessError
 from core.record import (SCHEMA_VERSION, RecordWriter, new_run_id, predictions_sha256, utc_now,
@@ -143,7 +143,8 @@ def evaluate(model, spec: ExperimentSpec, data: Mnist) -> dict[str, Any]:
 
 def write_artifacts(writer: RecordWriter, model, history: dict[str, list[float]],
                     epoch_seconds: list[float], result: dict[str, Any]) -> None:
-    model.save(writer.path("model.h5"))
+    with console.saving_hdf5_on_purpose():
+        model.save(writer.path("model.h5"))
     config = json.loads(model.to_json())  # JSON first: get_config() holds tuples YAML would tag
     writer.path("model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     np.save(writer.path("predictions.npy"), result["predictions"])
@@ -167,18 +168,36 @@ def final_metrics(history: dict[str, list[float]], result: dict[str, Any]) -> di
     return metrics
 
 
+# --- Train and test without a record (extra models of a platform's own protocol) ---------
+
+def fit_and_evaluate(spec: ExperimentSpec, data: Mnist, *, deterministic: bool = True) -> dict[str, Any]:
+    """Stages 1-3 on `data` (already limited and split as the caller wants), from the spec's seed.
+
+    For models a platform trains beyond the run record (OpenML's cross-validation
+    folds): the same configure/build/train/evaluate sequence as `run_experiment`,
+    and nothing is written. Returns `evaluate`'s result plus the phases' seconds.
+    """
+    backend.configure(spec.seed, deterministic)  # every extra model starts from the spec's seed too
+    model = build_model(spec)
+    started = time.perf_counter()
+    history, _ = train(model, spec, data)
+    trained = time.perf_counter()
+    result = evaluate(model, spec, data)
+    result.update(history=history, train_seconds=trained - started, test_seconds=time.perf_counter() - trained)
+    return result
+
+
 # --- The whole run ---------------------------------------------------------------------
 
 def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, platform: str, *,
                    deterministic: bool = True, callbacks: Sequence = (), platform_info: dict | None = None,
-                   on_result: Callable[[Path | None, dict], None] | None = None,
                    log: Callable[[str], None] = print) -> Path:
     """Train and evaluate `spec` on `data` and publish a run record; returns its folder.
 
     A failure or Ctrl-C still publishes a record, with status `failed` or
-    `interrupted` and the error, then re-raises. `on_result(writer_dir, result)`
-    sees the in-memory evaluation (probabilities included) before publishing,
-    for adapters that save more files into the record.
+    `interrupted` and the error, then re-raises (the exception's `record`
+    attribute names the published folder). What a platform does with a
+    finished record — uploads, extra models — happens after this returns.
     """
     started = time.perf_counter()
     data = data.limited(spec.data.train_limit, spec.data.test_limit)
@@ -212,8 +231,6 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
             "predictions_sha256": predictions_sha256(result["predictions"]),
             "history": history,
         })
-        if on_result:
-            on_result(writer.partial, result)
     except BaseException as e:  # noqa: BLE001 — the record must say how the run ended
         run["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         run["error"] = f"{type(e).__name__}: {e}"
@@ -227,9 +244,11 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
     final = writer.publish(run)
     log(f"[run] record {run['status']}: {final}")
     if isinstance(failure, (KeyboardInterrupt, HarnessError)):
+        failure.record = final  # the caller's finalize hook sees the published record
         raise failure
     if failure is not None:
-        raise RunFailed(f"the run failed: {run['error']}\n  the record (with the traceback) is at {final}") from failure
+        raise RunFailed(f"the run failed: {run['error']}\n  the record (with the traceback) is at {final}",
+                        record=final) from failure
     return final
 
 
@@ -237,3 +256,7 @@ class RunFailed(HarnessError):
     """Training or evaluation raised; the failed record is published and named in the message."""
 
     exit_code = 4
+
+    def __init__(self, message: str, record: Path | None = None):
+        super().__init__(message)
+        self.record = record

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from core.errors import UsageError
+from core.record import canonical_json
 
 SPECS_DIR = Path(__file__).parent / "specs"
 DEFAULT_SPEC = "canonical"
@@ -129,10 +129,6 @@ class ExperimentSpec:
     @property
     def short_hash(self) -> str:
         return self.hash[:8]
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def _plain(obj: Any) -> Any:

@@ -77,3 +77,17 @@ def test_changed_conditions_mean_untested_but_a_new_seed_does_not():
 
 def test_a_missing_metric_is_not_measured():
     assert judge(claim(metric="final_val_accuracy"), None).status == claims.NOT_MEASURED
+
+
+def test_a_preset_without_claims_records_test_accuracy_and_loss():
+    report = claims.ClaimsReport([], seeds=2, overrides={})
+    spec = load_spec("bn-cnn")
+    report.start("bn-cnn", spec, spec, ())
+    report.presets["bn-cnn"]["runs"] = [{"record": "runs/a", "metrics": {"test_accuracy": 0.99, "test_loss": 0.03}},
+                                        {"record": "runs/b", "metrics": {"test_accuracy": 0.98, "test_loss": 0.05}}]
+    rows = report.rows(report.presets["bn-cnn"])
+    assert [(r["metric"], r["verdict"], r["claim_text"]) for r in rows] == [
+        ("test_accuracy", "recorded", "test_accuracy: none published"),
+        ("test_loss", "recorded", "test_loss: none published")]
+    assert rows[0]["measured"]["mean"] == pytest.approx(0.985)
+    assert "| bn-cnn | test_loss: none published | 0.0400 ± 0.0141 (n=2) | recorded |" in report.markdown()

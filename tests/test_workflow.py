@@ -3,6 +3,7 @@
 Needs the MNIST cache (`python run.py data fetch`, which `make test` runs first).
 """
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -16,7 +17,6 @@ import pytest
 from optuna.trial import TrialState
 
 import run as harness
-from cli.workflow import ClaimsReport
 from core import search
 from core.spec import load_spec
 
@@ -98,18 +98,39 @@ def test_test_command_evaluates_saved_models_in_one_table(reproduced):
     assert "| #1 | — |" in markdown and f"disagree on {differ} of 200 images" in markdown
 
 
-def test_a_preset_without_claims_records_test_accuracy_and_loss():
-    report = ClaimsReport([], seeds=2, overrides={})
-    spec = load_spec("bn-cnn")
-    report.start("bn-cnn", spec, spec, ())
-    report.presets["bn-cnn"]["runs"] = [{"record": "runs/a", "metrics": {"test_accuracy": 0.99, "test_loss": 0.03}},
-                                        {"record": "runs/b", "metrics": {"test_accuracy": 0.98, "test_loss": 0.05}}]
-    rows = report.rows(report.presets["bn-cnn"])
-    assert [(r["metric"], r["verdict"], r["claim_text"]) for r in rows] == [
-        ("test_accuracy", "recorded", "test_accuracy: none published"),
-        ("test_loss", "recorded", "test_loss: none published")]
-    assert rows[0]["measured"]["mean"] == pytest.approx(0.985)
-    assert "| bn-cnn | test_loss: none published | 0.0400 ± 0.0141 (n=2) | recorded |" in report.markdown()
+def test_test_command_skips_a_bad_model_and_tests_the_others(reproduced, tmp_path, capsys):
+    """One model.h5 that is not HDF5 and one cut short: both skipped with a reason, the good one tested."""
+    _, root, table = reproduced
+    good = Path(table["presets"][0]["runs"][0]["record"])
+    bad = {}
+    for name, damage in (("garbage", lambda b: b"this is not an HDF5 file\n" * 40), ("truncated", lambda b: b[:len(b) // 2])):
+        copy = tmp_path / name
+        shutil.copytree(good, copy)
+        (copy / "model.h5").write_bytes(damage((good / "model.h5").read_bytes()))
+        bad[name] = copy
+    out = tmp_path / "reports"
+    code = harness.main(["test", "mixed", str(bad["garbage"]), str(good), str(bad["truncated"]),
+                         "--out", str(out), "--test-limit", "200"])
+    assert code == 0
+    result = json.loads((out / "mixed.json").read_text())
+    assert [r["record"] for r in result["runs"]] == [str(good)]
+    assert result["pairwise_disagreements"] == [[0]]
+    skipped = {s["path"]: s["reason"] for s in result["skipped"]}
+    assert set(skipped) == {str(bad["garbage"]), str(bad["truncated"])}
+    assert all(r.startswith("model.h5 could not be tested: ") and "\n" not in r for r in skipped.values())
+    assert f"- {bad['garbage']}: model.h5 could not be tested" in (out / "mixed.md").read_text()
+    err = capsys.readouterr().err
+    assert f"[test] skipped {bad['truncated']}: model.h5 could not be tested" in err and "Traceback" not in err
+
+
+def test_test_command_with_no_usable_model_says_so(reproduced, tmp_path, capsys):
+    _, root, table = reproduced
+    copy = tmp_path / "bad"
+    shutil.copytree(Path(table["presets"][0]["runs"][0]["record"]), copy)
+    (copy / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    assert harness.main(["test", "none", str(copy), "--out", str(tmp_path), "--test-limit", "200"]) == 2
+    assert "none of the 1 saved model(s) could be tested" in capsys.readouterr().err
+    assert not (tmp_path / "none.json").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

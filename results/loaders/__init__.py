@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
-import io
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from core.record import PARTIAL_PREFIX
+from core.record import PARTIAL_PREFIX, read_npy
+from core.registry import Registry
 
 # Tried in order; the first loader that recognises a path loads it.
-LOADERS = [
-    "results.loaders.record:RunRecordLoader",
-    "results.loaders.codalab:CodaLabBundleLoader",
-    "results.loaders.comet:CometArchiveLoader",
-    "results.loaders.openml:OpenMLRunLoader",
-]
+LOADERS = Registry("loader", {
+    "record": "results.loaders.record:RunRecordLoader",
+    "codalab": "results.loaders.codalab:CodaLabBundleLoader",
+    "comet": "results.loaders.comet:CometArchiveLoader",
+    "openml": "results.loaders.openml:OpenMLRunLoader",
+})
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 
 
@@ -48,27 +46,12 @@ class LoadedRun:
             raw = self.predictions_path.read_bytes()
         except FileNotFoundError:
             return None
-        return read_npy(raw, self.predictions_path)
+        return read_npy(raw, str(self.predictions_path))
 
     def artifact(self, name: str) -> Path | None:
         """A file of the record by name (`history.csv`, `confusion_matrix.csv`), or None if it has none."""
         path = self.source / name
         return path if path.is_file() else None
-
-
-# np.save's header for a 1-D uint8 array, the only shape predictions.npy has; anything else goes to np.load.
-_NPY_UINT8 = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+),\), \} *\n")
-
-
-def read_npy(raw: bytes, path: Path) -> np.ndarray:
-    """An .npy file's array. A 1-D uint8 array is read straight from the bytes: np.load parses
-    every header with ast.literal_eval, a third of the time of a 1,000-record comparison."""
-    if raw[:8] == b"\x93NUMPY\x01\x00":
-        end = 10 + int.from_bytes(raw[8:10], "little")
-        m = _NPY_UINT8.fullmatch(raw, 10, end)
-        if m and len(raw) - end == int(m.group(1)):
-            return np.frombuffer(raw, dtype=np.uint8, offset=end)
-    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 @dataclasses.dataclass
@@ -94,11 +77,7 @@ class Loader(abc.ABC):
 
 
 def registered_loaders() -> list[Loader]:
-    loaders = []
-    for entry in LOADERS:
-        module, _, cls = entry.partition(":")
-        loaders.append(getattr(importlib.import_module(module), cls)())
-    return loaders
+    return [LOADERS.load(name)() for name in LOADERS]
 
 
 def discover(paths: Iterable[str | Path], loaders: list[Loader] | None = None) -> tuple[list[LoadedRun], list[Skipped]]:

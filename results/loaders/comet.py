@@ -32,6 +32,7 @@ import numpy as np
 
 from core.spec import parse_spec
 from core.errors import HarnessError
+from core.record import zip_names
 from results.loaders import LoadedRun, Loader, LoaderError
 from results.loaders.record import validate_run
 
@@ -49,19 +50,6 @@ EMPTY = {"[]": [], "{}": {}}  # empty containers, logged as these strings (a fla
 
 
 # --- Flat names, as Comet shows parameters --------------------------------------
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"optimizer": {"name": "adam"}, "layers": [{"type": "Conv2D"}]}` -> `{"optimizer.name": "adam", "layers.0.type": "Conv2D"}`."""
-    if isinstance(obj, (dict, list)) and obj:
-        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
-        flat: dict[str, Any] = {}
-        for key, value in items:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(obj, (dict, list)):
-        obj = "{}" if isinstance(obj, dict) else "[]"
-    return {prefix[:-1]: obj}
-
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `flatten`: numeric parts become list indices."""
@@ -101,14 +89,8 @@ class CometLog:
 
 
 def is_archive(path: Path) -> bool:
-    """A zip holding Comet's experiment.json and messages.json."""
-    if not (path.is_file() and path.suffix == ".zip" and zipfile.is_zipfile(path)):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            return set(ARCHIVE_FILES) <= set(z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    """A zip holding Comet's experiment.json and messages.json (comet_ml also leaves empty placeholders)."""
+    return path.suffix == ".zip" and set(ARCHIVE_FILES) <= zip_names(path)
 
 
 def read_archive(path: str | Path) -> CometLog:

@@ -3,8 +3,10 @@
 The worker is simulated as CodaLab's worker runs a bundle (codalab/worker/docker_utils.py):
 a fresh working directory with each dependency under its key, read-only, HOME set to
 the working directory, CODALAB=true, and the manifest's command run as
-`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`. The `cl` CLI itself (an external tool
-that needs a server) is a stub that records its argv and mimics `cl download`.
+`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`. `pull` drives the real `cl` 1.7.5
+(.venv-codalab) against a loopback stand-in of the server's REST API
+(tests/adapters/codalab_server.py); the real parser and codalab-run.sh end to end are in
+tests/adapters/test_codalab_cli.py.
 """
 from __future__ import annotations
 
@@ -26,11 +28,17 @@ import pytest
 
 import run as harness
 from adapters import codalab
+from adapters.remote import codalab as remote_codalab
+from adapters.remote import transfer
 from cli import remote
 from core.data import FULL_DIGEST, SHAPES, Mnist, read_npz, verify
 from core.environment import HARNESS_STAMP, git_state
+from core.errors import UsageError
 from core.spec import load_spec
 from results.loaders import discover
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codalab_server import NO_PYTHON39, CodaLabStandIn, build_cl_venv, cl_home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "1", "--train-limit", "300", "--test-limit", "200"]
@@ -41,7 +49,7 @@ CL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")  # CodaLab's NAME_REGEX (`c
 def bundle(tmp_path_factory) -> types.SimpleNamespace:
     out = tmp_path_factory.mktemp("bundle") / "codalab"
     assert remote.main("bundle", ["codalab", "--out", str(out), *TINY]) == 0
-    return types.SimpleNamespace(dir=out, manifest=json.loads((out / codalab.MANIFEST).read_text()))
+    return types.SimpleNamespace(dir=out, manifest=json.loads((out / remote_codalab.MANIFEST).read_text()))
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -105,13 +113,13 @@ def stderr_tail(work: Path) -> str:
 def test_code_bundle_holds_the_harness_the_spec_and_vendored_pyyaml_only(bundle):
     code = bundle.dir / "code"
     top = sorted(p.name for p in code.iterdir())
-    assert top == sorted([*codalab.CODE_PARTS, codalab.SPEC_FILE, codalab.BUNDLE_INFO, HARNESS_STAMP, "vendor"])
+    assert top == sorted([*transfer.HARNESS_PARTS, remote_codalab.SPEC_FILE, codalab.BUNDLE_INFO, HARNESS_STAMP, "vendor"])
     files = [p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()]
     assert "core/specs/canonical.yaml" in files and "adapters/codalab.py" in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or "/." in f or f.startswith(".")]
     assert sorted(p.name for p in (code / "vendor" / "yaml").iterdir())[:2] == ["__init__.py", "composer.py"]
     assert not list((code / "vendor").rglob("*.so")), "a compiled extension would tie the bundle to one Python"
-    count, digest = codalab.tree_sha256(code)
+    count, digest = transfer.tree_sha256(code)
     assert bundle.manifest["bundles"]["code"]["files"] == count
     assert bundle.manifest["bundles"]["code"]["sha256"] == digest
 
@@ -133,8 +141,8 @@ def test_data_bundle_bytes_do_not_depend_on_when_it_was_written(bundle, tmp_path
         assert sorted(m.filename for m in z.infolist()) == ["x_test.npy", "x_train.npy", "y_test.npy", "y_train.npy"]
     small = Mnist(**{k: np.arange(12, dtype=np.uint8).reshape(-1, 2) for k in SHAPES}, source="test")
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
-    codalab.write_mnist_npz(small, first)
-    codalab.write_mnist_npz(small, second)
+    remote_codalab.write_mnist_npz(small, first)
+    remote_codalab.write_mnist_npz(small, second)
     assert first.read_bytes() == second.read_bytes()
     assert np.array_equal(read_npz(first)["x_train"], small.x_train)
 
@@ -146,11 +154,12 @@ def test_bundled_spec_is_the_spec_asked_for_with_its_hash(bundle):
     assert bundle.manifest["spec"]["overrides"] == {"epochs": 1, "data.train_limit": 300, "data.test_limit": 200}
 
 
-def test_manifest_names_image_resources_and_no_network(bundle):
+def test_manifest_names_image_resources_and_that_the_run_has_network(bundle):
     m = bundle.manifest
     assert m["resources"] == {"docker_image": "tensorflow/tensorflow:2.21.0", "memory": "4g", "cpus": 2,
-                              "time": "2h", "gpus": 0, "network": False}
-    assert m["image"]["tensorflow_pin"] == codalab.pinned_versions()["tensorflow"]
+                              "time": "2h", "gpus": 0, "network": True, "network_note": codalab.NETWORK_NOTE}
+    assert "no flag to turn it off" in m["resources"]["network_note"]
+    assert m["image"]["tensorflow_pin"] == remote_codalab.pinned_versions()["tensorflow"]
     assert m["dependencies"] == [{"key": "code", "bundle": m["bundles"]["code"]["name"]},
                                  {"key": "data", "bundle": m["bundles"]["data"]["name"]}]
     assert " -B " in m["command"] and "PYTHONPATH=code/vendor" in m["command"]
@@ -158,9 +167,14 @@ def test_manifest_names_image_resources_and_no_network(bundle):
 
 
 def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
-    script = (bundle.dir / codalab.SCRIPT).read_text()
-    subprocess.run(["bash", "-n", str(bundle.dir / codalab.SCRIPT)], check=True)  # valid bash
-    lines = [shlex.split(line) for line in script.splitlines() if line.startswith("cl ")]
+    script = (bundle.dir / remote_codalab.SCRIPT).read_text()
+    subprocess.run(["bash", "-n", str(bundle.dir / remote_codalab.SCRIPT)], check=True)  # valid bash
+    # `RUN_UUID=$(cl run ...)`: the uuid the run's wait and download use
+    captured = [line for line in script.splitlines() if line.startswith("RUN_UUID=$(cl ")]
+    assert len(captured) == 1 and captured[0].endswith(")")
+    lines = [shlex.split(line.replace('"$RUN_UUID"', remote_codalab.RUN_UUID.replace("$", "\\$")))
+             for line in script.splitlines() if line.startswith("cl ")]
+    lines.insert(3, shlex.split(captured[0][len("RUN_UUID=$("):-1]))
     m = bundle.manifest
     assert lines == m["cl"]
     assert [argv[1] for argv in lines] == ["work", "upload", "upload", "run", "wait", "download"]
@@ -175,40 +189,47 @@ def test_script_cl_lines_are_the_manifest_commands_in_cli_syntax(bundle):
         key, bundle_name = target.split(":")
         assert CL_NAME.match(key) and CL_NAME.match(bundle_name)
     assert run[4] == m["command"] and "%" not in run[4]  # `cl run` expands %...% in commands
-    options = dict(zip(run[5::2], run[6::2]))
+    flags = run[5:]
+    assert flags.pop(flags.index("--request-network")) == "--request-network"  # what cl run does anyway, said
+    options = dict(zip(flags[::2], flags[1::2]))
     assert options == {"--request-docker-image": "tensorflow/tensorflow:2.21.0", "--request-memory": "4g",
                        "--request-cpus": "2", "--request-time": "2h", "-n": m["bundles"]["run"]["name"],
                        "-d": options["-d"]}
     assert all(CL_NAME.match(b["name"]) for b in m["bundles"].values())
-    assert wait == ["cl", "wait", m["bundles"]["run"]["name"]]
-    assert download == ["cl", "download", m["bundles"]["run"]["name"], "-o", m["bundles"]["run"]["download"]]
+    assert wait == ["cl", "wait", remote_codalab.RUN_UUID]
+    assert download == ["cl", "download", remote_codalab.RUN_UUID, "-o", m["bundles"]["run"]["download"]]
+    assert m["bundles"]["run"]["download"] == f"downloads/{m['bundles']['run']['name']}"
+    assert 'mkdir -p "$(dirname "$download")"' in script and "already exists" in script
 
 
 def test_gpus_ask_for_the_gpu_image_and_request_gpus():
-    template = codalab.manifest_template()
-    assert codalab.docker_image(None, 1, "2.21.0", template) == "tensorflow/tensorflow:2.21.0-gpu"
-    assert codalab.docker_image("me/img:1", 1, "2.21.0", template) == "me/img:1"
-    plan = codalab.CodaLabRun("c", "d", "r", "true", "img", "8g", 4, "1d", 2, "main", "ws", "x")
+    template = remote_codalab.manifest_template()
+    assert remote_codalab.docker_image(None, 1, "2.21.0", template) == "tensorflow/tensorflow:2.21.0-gpu"
+    assert remote_codalab.docker_image("me/img:1", 1, "2.21.0", template) == "me/img:1"
+    plan = remote_codalab.CodaLabRun("c", "d", "r", "true", "img", "8g", 4, "1d", 2, "main", "ws", "x")
     run = plan.cl_commands()["run"]
     assert run[run.index("--request-gpus") + 1] == "2"
     assert plan.cl_commands()["work"] == ["cl", "work", "main::ws"]
 
 
-def test_code_bundle_leaves_out_caches_runs_venv_and_secrets(tmp_path, monkeypatch):
+def _checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
-    for part in codalab.CODE_PARTS:
+    for part in transfer.HARNESS_PARTS:
         src = ROOT / part
         if src.is_dir():
             shutil.copytree(src, root / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             root.mkdir(exist_ok=True)
             shutil.copy2(src, root / part)
+    return root
+
+
+def test_code_bundle_leaves_out_caches_runs_venv_and_hidden_files(tmp_path, monkeypatch):
+    root = _checkout(tmp_path)
     secret = "sk-test-5ecret-never-in-a-bundle"
     planted = {
         "core/__pycache__/spec.cpython-311.pyc": b"\0",
-        "adapters/kaggle.json": json.dumps({"username": "u", "key": secret}).encode(),
         "cli/.env": f"COMET_API_KEY={secret}\n".encode(),
-        "results/api_token.txt": secret.encode(),
         "core/specs/.scratch.yaml": b"a: 1\n",
         "core/mnist.npz": b"PK",
         "adapters/id_rsa": secret.encode(),
@@ -222,15 +243,35 @@ def test_code_bundle_leaves_out_caches_runs_venv_and_secrets(tmp_path, monkeypat
     monkeypatch.setenv("CODALAB_TEST_API_KEY", secret)
     dest = tmp_path / "code"
     dest.mkdir()
-    codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
+    remote_codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
     files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert not files & set(planted)
     assert {"core/spec.py", "core/specs/canonical.yaml", "run.py", "spec.yaml", "vendor/yaml/__init__.py"} <= files
     assert not [f for f in dest.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
 
 
+@pytest.mark.parametrize("planted, named", [
+    ("adapters/kaggle.json", "named like a credential"),          # by name
+    ("results/api_token.txt", "named like a credential"),         # by name: a data file named like a secret
+    ("core/settings_note.py", r"contains the value of \$CODALAB_TEST_API_KEY"),  # by value, in a module
+])
+def test_code_bundle_with_a_secret_is_refused_as_every_bundle_is(tmp_path, monkeypatch, planted, named):
+    root = _checkout(tmp_path)
+    secret = "sk-test-5ecret-never-in-a-bundle"
+    (root / planted).write_text(f"KEY = {secret!r}\n")
+    monkeypatch.setenv("CODALAB_TEST_API_KEY", secret)
+    dest = tmp_path / "code"
+    dest.mkdir()
+    with pytest.raises(UsageError, match=named) as refused:
+        remote_codalab.write_code_bundle(dest, load_spec("canonical"), root=root)
+    assert planted in str(refused.value)
+    assert not any(dest.iterdir()), "nothing is written before the scan passes"
+
+
 def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):
     cases = [(["--memory", "4 gigs"], "--memory"), (["--time", "soon"], "--time"), (["--cpus", "0"], "--cpus"),
+             (["--memory", "1.5"], "--memory"), (["--memory", "0g"], "--memory"), (["--time", "infs"], "--time"),
+             (["--instance", "https://x.org/$(id)"], "--instance"),
              (["--worksheet", "my worksheet"], "--worksheet"), (["--instance", "ftp://x::y"], "--instance")]
     for extra, flag in cases:
         out = tmp_path / "b"
@@ -262,6 +303,18 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
     # No git in the worker: the commit comes from the stamp the bundle was built with.
     assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP}
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
+
+
+def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
+    """The worker's stderr is what a CodaLab user reads: run.py quiets it there as on a laptop (issue #20)."""
+    assert worker.rc == 0, stderr_tail(worker.work)
+    stderr, stdout = (worker.work / "stderr").read_text(), (worker.work / "stdout").read_text()
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in stderr, noise
+    assert "[run] completed: test accuracy " in stdout and "run record: runs/" in stdout
+    [record] = (worker.work / "runs").iterdir()
+    assert json.loads((record / "run.json").read_text())["environment"]["logging"]["level_set_by"] == "harness"
 
 
 def test_worker_writes_nothing_into_the_dependencies(worker):
@@ -308,51 +361,23 @@ def test_worker_without_the_data_dependency_fails_with_one_readable_line(bundle,
     assert not (work / "runs").exists() or not any((work / "runs").iterdir())
 
 
-# --- Push and pull, with a stand-in for the `cl` CLI ------------------------------------------
+# --- Push and pull with the real `cl` against a loopback stand-in ---------------------------------
 
-FAKE_CL = """#!{python}
-# Stand-in for the CodaLab CLI: logs its argv; `upload`/`run` print a uuid, `download` copies a folder.
-import json, os, shutil, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_CL_LOG"], "a") as log:
-    log.write(json.dumps(["cl", *args]) + "\\n")
-if args[0] in ("upload", "run"):
-    print("0x" + "ab" * 16)
-elif args[0] == "download":
-    if os.environ.get("FAKE_CL_FAIL"):
-        sys.exit("Error: bundle not found: " + args[1])
-    out = args[args.index("-o") + 1]
-    print("Downloading " + args[1] + " => " + out)
-    # The worker removes the mounted dependencies before it uploads the run bundle.
-    src = os.environ["FAKE_CL_BUNDLE"]
-    shutil.copytree(src, out, ignore=lambda d, names: [n for n in names if d == src and n in ("code", "data")])
-"""
+@pytest.fixture(scope="module")
+def real_cl(tmp_path_factory) -> types.SimpleNamespace:
+    venv = build_cl_venv()
+    if venv is None:
+        pytest.skip(NO_PYTHON39)
+    with CodaLabStandIn() as server:
+        yield types.SimpleNamespace(server=server, env=cl_home(venv, server, tmp_path_factory.mktemp("cl") / "home"))
 
 
-@pytest.fixture
-def fake_cl(tmp_path, monkeypatch) -> types.SimpleNamespace:
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    (bin_dir / "cl").write_text(FAKE_CL.format(python=sys.executable))
-    (bin_dir / "cl").chmod(0o755)
-    log = tmp_path / "cl.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_CL_LOG", str(log))
-    return types.SimpleNamespace(log=log, calls=lambda: [json.loads(l) for l in log.read_text().splitlines()]
-                                 if log.exists() else [])
-
-
-def test_push_runs_exactly_the_manifest_cl_commands(bundle, fake_cl, tmp_path, monkeypatch):
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle.dir, copy)
-    remote_bundle = tmp_path / "remote"
-    remote_bundle.mkdir()
-    (remote_bundle / "stdout").write_text("")
-    (remote_bundle / "stderr").write_text("")
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(remote_bundle))
-    assert remote.main("push", ["codalab", str(copy)]) == 0
-    assert fake_cl.calls() == bundle.manifest["cl"]
-    assert (copy / bundle.manifest["bundles"]["run"]["download"] / "stdout").is_file()
+def use_real_cl(monkeypatch, real_cl) -> None:
+    """This process finds the real `cl` and its CodaLab home, as a user's shell would."""
+    for name in [k for k in os.environ if "proxy" in k.lower()]:
+        monkeypatch.delenv(name)
+    for name in ("PATH", "CODALAB_HOME", "CODALAB_SESSION", "PYTHONWARNINGS", "NO_PROXY"):
+        monkeypatch.setenv(name, real_cl.env[name])
 
 
 def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, capsys):
@@ -364,40 +389,38 @@ def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, c
     assert "not a CodaLab bundle" in capsys.readouterr().err
 
 
-def test_pull_puts_the_run_record_into_runs(worker, fake_cl, tmp_path, monkeypatch, capsys):
+def test_pull_puts_the_run_record_into_runs(worker, real_cl, tmp_path, monkeypatch, capsys):
     assert worker.rc == 0, stderr_tail(worker.work)
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(worker.work))
+    # The run bundle as the worker uploads it: its working directory without the mounted dependencies.
+    contents = tmp_path / "run-bundle"
+    shutil.copytree(worker.work, contents, ignore=lambda d, names: [n for n in names if Path(d) == worker.work
+                                                                    and n in ("code", "data")])
+    server = real_cl.server
+    uuid = server.add_run("mnist-run-x", contents)
+    use_real_cl(monkeypatch, real_cl)
+    spec = remote_codalab.pull_spec(server.address, uuid)  # the form push prints
     runs_dir = tmp_path / "runs"
-    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0
-    assert fake_cl.calls()[0][:3] == ["cl", "download", "mnist-run-x"]
+    assert remote.main("pull", ["codalab", spec, "--runs-dir", str(runs_dir)]) == 0
     records = [p for p in runs_dir.iterdir()]
     assert len(records) == 1, "the download folder must not be left behind"
     run = json.loads((records[0] / "run.json").read_text())
-    assert run["links"]["codalab"]["bundle"] == "mnist-run-x"
+    assert run["links"]["codalab"]["bundle"] == spec
     assert run["links"]["codalab"]["run_bundle_uuid"] == worker.work.name
     assert (records[0] / "codalab" / "stderr").read_text() == (worker.work / "stderr").read_text()
     runs, skipped = discover([runs_dir])
     assert [(r.run["platform"], r.run["status"], r.loader) for r in runs] == [("codalab", "completed", "record")]
     assert not skipped
-    assert remote.main("pull", ["codalab", "mnist-run-x", "--runs-dir", str(runs_dir)]) == 0  # again: no copy
+    assert remote.main("pull", ["codalab", spec, "--runs-dir", str(runs_dir)]) == 0  # again: no copy
     assert "already in runs" in capsys.readouterr().out
     assert len(list(runs_dir.iterdir())) == 1
 
 
-def test_pull_of_a_bundle_without_a_record_says_why(fake_cl, tmp_path, monkeypatch, capsys):
-    failed = tmp_path / "failed-run"
-    failed.mkdir()
-    (failed / "stdout").write_text("")
-    (failed / "stderr").write_text("Traceback (most recent call last):\n"
-                                   "ModuleNotFoundError: No module named 'yaml'\n")
-    monkeypatch.setenv("FAKE_CL_BUNDLE", str(failed))
-    runs_dir = tmp_path / "runs"
-    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
-    assert "No module named 'yaml'" in capsys.readouterr().err
-    assert list(runs_dir.iterdir()) == []
-    monkeypatch.setenv("FAKE_CL_FAIL", "1")
-    assert harness.main(["pull", "codalab", "0xdead", "--runs-dir", str(runs_dir)]) == 1
-    assert "bundle not found" in capsys.readouterr().err
+def test_worker_record_says_the_run_had_network(worker):
+    assert worker.rc == 0, stderr_tail(worker.work)
+    [record] = (worker.work / "runs").iterdir()
+    info = json.loads((record / "run.json").read_text())["environment"]["platform_info"]
+    assert info["request_network"] is True and info["network"] == codalab.NETWORK_NOTE
+    assert info["bundle"]["request_network"] is True
 
 
 def test_compare_skips_a_run_bundle_without_a_record_with_its_stderr(tmp_path):

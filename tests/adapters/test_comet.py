@@ -22,7 +22,8 @@ import pytest
 from core.data import cache_dir
 from core.record import read_run_json
 from results.loaders import discover
-from results.loaders.comet import flatten, read_archive
+from core.record import flatten
+from results.loaders.comet import read_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_KEY = "FAKEKEY_abc123_SHOULD_NOT_LEAK"
@@ -229,21 +230,23 @@ def isolated(tmp_path, monkeypatch):
 
 
 def test_push_needs_a_key(driven, isolated):
-    from adapters.comet import CometError, cli_push
+    from adapters.comet import CometError
+    from cli.remote import push_comet as cli_push
 
     with pytest.raises(CometError, match="COMET_API_KEY"):
         cli_push([str(archive_of(record(driven, "comet")))])
 
 
 def test_pull_needs_a_key(isolated):
-    from adapters.comet import CometError, cli_pull
+    from adapters.comet import CometError
+    from cli.remote import pull_comet as cli_pull
 
     with pytest.raises(CometError, match="COMET_API_KEY"):
         cli_pull(["0123456789abcdef0123456789abcdef"])
 
 
 def test_push_refuses_what_is_not_an_archive(isolated):
-    from adapters.comet import cli_push
+    from cli.remote import push_comet as cli_push
     from core.errors import UsageError
 
     not_comet = isolated / "other.zip"
@@ -267,3 +270,35 @@ def test_push_to_an_unreachable_server_fails_and_keeps_the_archive(driven):
     assert FAKE_KEY not in out.stdout + out.stderr
     assert archive_of(folder).read_bytes() == before
     assert "uploaded" not in read_run_json(folder)["links"]["comet"]
+
+
+@pytest.mark.parametrize("file_path, why", [("/etc/hostname", "not a relative path"),
+                                             ("../../outside.bin", "is not a plain file name"),
+                                             ("not-in-the-archive.bin", "not a file in the archive")])
+def test_push_refuses_an_archive_naming_a_file_outside_it_before_comet_ml_opens_it(tmp_path, file_path, why):
+    """comet_ml's uploader joins a message's file_path to its temporary folder, then uploads and deletes that
+    file; an absolute or climbing name would reach outside. The archive is refused before comet_ml sees it."""
+    from adapters.remote import transfer
+    from adapters.remote.comet import check_archive
+    from cli.remote import push_comet
+
+    archive = tmp_path / "0123456789abcdef0123456789abcdef.zip"
+    message = {"type": "file_upload", "payload": {"file_path": file_path, "upload_type": "asset",
+                                                  "additional_params": {}}}
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("experiment.json", json.dumps({"offline_id": archive.stem}))
+        z.writestr("messages.json", json.dumps(message) + "\n")
+        z.writestr("asset.bin", b"inside")
+    with pytest.raises(transfer.Refused, match=why):
+        check_archive(archive)
+    with pytest.raises(transfer.Refused):
+        push_comet([str(archive)])
+
+
+def test_the_names_comet_is_logged_under_are_the_names_the_loader_reads():
+    """The adapter writes and `results/loaders/comet.py` reads the same format; neither imports the other."""
+    from adapters import comet as writer
+    from results.loaders import comet as reader
+
+    for name in ("ARCHIVE_FILES", "TEST_METRICS", "EPOCH_SECONDS", "ENVIRONMENT_ASSET", "NESTED_OTHERS"):
+        assert getattr(writer, name) == getattr(reader, name), name

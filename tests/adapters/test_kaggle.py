@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 
 from adapters import kaggle as adapter
+from adapters.remote import kaggle as remote_kaggle
+from cli import remote
 from core import environment
 from core.data import DataError, IDX_NAMES, load_mnist
 from core.errors import UsageError
@@ -74,10 +76,10 @@ def attach(idx_store: Path, folder: Path, nested: str = "") -> Path:
     return folder
 
 
-def build(tmp_path: Path, *extra: str, name: str = "bundle") -> adapter.KaggleBundle:
+def build(tmp_path: Path, *extra: str, name: str = "bundle") -> remote_kaggle.KaggleBundle:
     out = tmp_path / name
-    assert adapter.cli_bundle(["--out", str(out), "--id", KERNEL, *TINY, *extra]) == 0
-    return adapter.KaggleBundle(out, json.loads((out / adapter.METADATA_FILE).read_text()),
+    assert remote.bundle_kaggle(["--out", str(out), "--id", KERNEL, *TINY, *extra]) == 0
+    return remote_kaggle.KaggleBundle(out, json.loads((out / adapter.METADATA_FILE).read_text()),
                                 load_spec("canonical", {"epochs": 1, "data.train_limit": 300,
                                                         "data.test_limit": 200}).hash)
 
@@ -181,7 +183,7 @@ def test_bundle_holds_no_secret(tmp_path, clean_env, monkeypatch):
 
     # A spec that smuggles a credential in is refused, naming the variable, not the value.
     with pytest.raises(UsageError, match=r"contains the value of \$KAGGLE_KEY") as e:
-        adapter.cli_bundle(["--out", str(tmp_path / "leak"), "--id", KERNEL, "--set", f"description={KEY}"])
+        remote.bundle_kaggle(["--out", str(tmp_path / "leak"), "--id", KERNEL, "--set", f"description={KEY}"])
     assert KEY not in str(e.value) and not (tmp_path / "leak").exists()
 
 
@@ -283,7 +285,8 @@ def runs(tmp_path_factory, idx_store):
     attach(idx_store, root / "input" / "datasets" / "hojjatk" / "mnist-dataset", nested="train-images-idx3-ubyte")
     (root / "working").mkdir()
     (tmp / "tmp").mkdir()
-    kernel_env = {k: v for k, v in env_bundle.items() if k != "PYTHONPATH"}
+    # A kernel's environment has no PYTHONPATH, nor the TF_CPP_MIN_LOG_LEVEL the tests set: its log reads as a user's.
+    kernel_env = {k: v for k, v in env_bundle.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
     kernel_env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", KAGGLE_ROOT=str(root), KAGGLE_URL_BASE="https://www.kaggle.com",
                       KAGGLE_DATA_PROXY_TOKEN=PROXY_TOKEN, GIT_COMMIT="image-commit-1234", BUILD_DATE="20261101-000000",
                       TMPDIR=str(tmp / "tmp"), MNIST_HARNESS_CACHE=str(tmp / "no-cache"))
@@ -303,6 +306,16 @@ def runs(tmp_path_factory, idx_store):
                 proc.wait()
     return {"bundle": out, "root": root, "tmp": tmp, "kernel": (kernel.returncode, kernel_log),
             "local": (local.returncode, local_log), "local_runs": tmp / "local"}
+
+
+def test_kernel_log_is_the_runs_not_tensorflows_native_log(runs):
+    """The kernel's log is what a Kaggle user reads: run.py quiets it there as on a laptop (issue #20)."""
+    rc, log = runs["kernel"]
+    assert rc == 0, log[-3000:]
+    for noise in ("absl::InitializeLog()", "oneDNN custom operations", "use_unbounded_threadpool",
+                  "saving your model as an HDF5 file"):
+        assert noise not in log, noise
+    assert "[run] completed: test accuracy " in log and "run record: /" in log
 
 
 def test_kernel_run_writes_a_record_that_loads_beside_a_local_run(runs):

@@ -381,6 +381,22 @@ def test_push_usage_errors(tmp_path, capsys):
     assert "no saved OpenML run (openml/description.xml)" in capsys.readouterr().err
 
 
+def test_a_failing_fold_leaves_the_record_completed_with_the_publish_error(tiny_cache, tmp_path):
+    """The task's own protocol runs after the record is published: a fold that cannot be trained (here a
+    split naming a row past the dataset's end) is noted in links.openml.publish_error, nothing else."""
+    n = len(LABELS)
+    write_task(tiny_cache.cache, 4242, [(0, 0, np.arange(50), np.array([n + 5]))], tiny_cache.dead_url)
+    logs: list[str] = []
+    platform = OpenMLPlatform(platform_options(tiny_cache, tmp_path / "runs", openml_task=4242),
+                              log=logs.append, expected=TINY)
+    record = platform.run(tiny_spec())
+    run = read_run_json(record)
+    assert run["status"] == "completed" and run["error"] is None
+    assert "IndexError" in run["links"]["openml"]["publish_error"]
+    assert not (record / "openml").exists()
+    assert any("publish failed" in line for line in logs)
+
+
 def test_folds_option_must_be_positive(tiny_cache, tmp_path):
     platform = OpenMLPlatform(platform_options(tiny_cache, tmp_path, openml_folds=0), expected=TINY)
     with pytest.raises(UsageError, match="--openml-folds must be at least 1"):

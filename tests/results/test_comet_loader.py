@@ -10,7 +10,8 @@ import pytest
 
 from core.spec import load_spec
 from results.loaders import LoaderError, discover
-from results.loaders.comet import (CometArchiveLoader, fetch_experiment, flatten, is_archive, read_archive,
+from core.record import flatten
+from results.loaders.comet import (CometArchiveLoader, fetch_experiment, is_archive, read_archive,
                                    unflatten, value_from_text)
 
 SPEC = load_spec("canonical", {"epochs": 2})

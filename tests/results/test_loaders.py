@@ -61,5 +61,5 @@ def test_compare_of_nothing_says_so(tmp_path):
 
 def test_loaders_are_registered_abcs():
     loaders = registered_loaders()
-    assert len(loaders) == len(LOADERS) and all(isinstance(l, Loader) for l in loaders)
+    assert len(loaders) == len(LOADERS.names()) and all(isinstance(l, Loader) for l in loaders)
     assert loaders[0].recognizes(ROOT) is False  # the repository root is not a record
