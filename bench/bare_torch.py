@@ -8,7 +8,10 @@ straight from the verified cache with numpy and is scaled to float32 once. Each
 epoch trains on the first 90% and validates on the rest, as the harness does; it
 prints one JSON line (epoch seconds, test accuracy) for the benchmark to read.
 
-    python bench/bare_torch.py --epochs 3 [--train-limit N] [--test-limit N] [--cache PATH]
+    python -m bench.bare_torch --epochs 3 [--train-limit N] [--test-limit N] [--cache PATH]
+
+(as a module, from the repository root: as a script, bench/profile.py would shadow the standard
+library's `profile`, which torch imports.)
 """
 import argparse
 import json

@@ -272,7 +272,9 @@ class Bench:
             self.commands[f"harness on {name}"] = f"KERAS_BACKEND={name} " + self.commands["harness"]
         if "torch" in self.args.backends:
             if backend_installed("torch"):
-                bare_torch_cmd = [PY, "bench/bare_torch.py", *self.limits()]
+                # As a module: run as a script, bench/ would come first on sys.path and bench/profile.py
+                # would shadow the standard library's `profile`, which torch._dynamo imports (via cProfile).
+                bare_torch_cmd = [PY, "-m", "bench.bare_torch", *self.limits()]
                 self.commands["bare PyTorch"] = "python " + " ".join(bare_torch_cmd[1:])
                 others["bare_torch"] = self.figure("bare_torch", "bare PyTorch loop: seconds per epoch", "s")
             else:
