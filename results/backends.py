@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from results.compare import BAND_FACTOR, DEFAULT_TOLERANCE_PP, MIN_SEEDS_FOR_BAND, Group, Pair, compare_paths
-from results.render import agreement_text, differences_text
+from results.render import differences_text
 
 
 @dataclasses.dataclass
@@ -111,13 +111,24 @@ def pooled_sd_pp(accuracy: dict[str, dict[int, float]]) -> float:
     return math.sqrt(num / den) if den else 0.0
 
 
+def agreement(pair: Pair, a: str, b: str) -> str:
+    """How far two runs' test predictions agree, the runs named by their backends."""
+    ag = pair.agreement
+    if ag.n is None:
+        return f"agreement not measured ({ag.note})"
+    text = f"same class for {ag.same_class}/{ag.n} test images ({ag.share * 100:.1f} %)"
+    if ag.a_right_b_wrong is not None:
+        text += f"; only {a} right {ag.a_right_b_wrong}, only {b} right {ag.b_right_a_wrong}"
+    return text
+
+
 def render_matrix(m: BackendMatrix) -> str:
     """The table, the band and a verdict per backend pair, as plain text."""
     g = m.group
     out = [f"backend × seed: test accuracy (%) — experiment {g.short_key}, {g.summary}"]
     name_w = max([len(b) for b in m.backends] + [7])
     head = f"  {'backend':<{name_w}}" + "".join(f"  {'seed ' + str(s):>9}" for s in m.seeds)
-    out.append(head + f"  {'mean':>7}  {'sd':>6}  {'s/epoch':>7}")
+    out.append(head + f"  {'mean':>7}  {'sd':>6}  {'s/epoch':>7}")  # s/epoch: a run's mean, median over runs
     for b in m.backends:
         cells = "".join(f"  {100 * m.accuracy[b][s]:>9.2f}" if s in m.accuracy[b] else f"  {'—':>9}" for s in m.seeds)
         values = np.array(list(m.accuracy[b].values())) * 100
@@ -144,8 +155,9 @@ def render_matrix(m: BackendMatrix) -> str:
             verdicts = [q.verdict for q in p.same_seed]
             counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
             first = p.same_seed[0]
-            out.append(f"      equal-seed runs ({len(p.same_seed)}): {counts}; seed {first.a.fields['seed']}: "
-                       f"{agreement_text(first, long=False)}")
+            out.append(f"      equal-seed runs ({len(p.same_seed)}), compare's verdicts (its band ±{g.band.pp:.2f} pp "
+                       f"over all these runs): {counts}; seed {first.a.fields['seed']}: "
+                       f"{agreement(first, p.a, p.b)}")
             out.append(f"      cause: {p.cause or 'nothing recorded differs'}"
                        + (f" (all that differs: {differences_text(first, limit=6)})" if first.differences else ""))
     if m.other_groups:
