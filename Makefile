@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS_STAMP := $(VENV)/.backends-installed
 
-.PHONY: run test bench data backends clean codalab-cli
+.PHONY: run test bench data backends images clean codalab-cli beat-env
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ backends: $(BACKENDS_STAMP)
 data: $(STAMP)
 	$(PY) run.py data fetch
 
+# The platform images' environments for `run.py preflight` (platforms/*/image.yaml): built once into
+# the user cache, keyed by each description's hash, so this is a no-op when they are there.
+images: $(STAMP)
+	$(PY) run.py preflight kaggle --build-only
+	$(PY) run.py preflight codalab --build-only
+
 run: data
 	$(PY) run.py --platform local
 
-test: data
+test: data images
 	$(PY) -m pytest -q --durations=15
 
 bench: data
@@ -50,5 +56,18 @@ $(CODALAB_STAMP): platforms/codalab/cl-requirements.txt
 	$(CODALAB_VENV)/bin/python -m pip install --disable-pip-version-check -q -r platforms/codalab/cl-requirements.txt
 	touch $(CODALAB_STAMP)
 
+# BEAT's executor and block interpreter: its own venv (numpy<2, jsonschema==3.2.0), see
+# platforms/beat/requirements.txt. `python run.py --platform beat` runs this on first use.
+BEAT_VENV := .venv-beat
+BEAT_STAMP := $(BEAT_VENV)/.installed
+
+$(BEAT_STAMP): platforms/beat/requirements.txt
+	test -x $(BEAT_VENV)/bin/python || $(PYTHON) -m venv $(BEAT_VENV)
+	$(BEAT_VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(BEAT_VENV)/bin/python -m pip install --disable-pip-version-check -q -r platforms/beat/requirements.txt
+	touch $(BEAT_STAMP)
+
+beat-env: $(BEAT_STAMP)
+
 clean:
-	rm -rf $(VENV) $(CODALAB_VENV) .pytest_cache
+	rm -rf $(VENV) $(CODALAB_VENV) $(BEAT_VENV) .pytest_cache

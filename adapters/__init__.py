@@ -17,6 +17,7 @@ PLATFORMS = Registry("platform", {
     "openml": "adapters.openml:OpenMLPlatform",
     "kaggle": "adapters.kaggle:KagglePlatform",
     "codalab": "adapters.codalab:CodaLabPlatform",
+    "beat": "adapters.beat:BeatPlatform",
 })
 
 # A platform that announces itself through the environment is the default there.

@@ -2,20 +2,20 @@
 
     python run.py --platform openml [--openml-task 3573] [--openml-folds N] [--openml-cache DIR]
     python run.py push openml RUN_DIR          publish a saved run later (needs an API key)
-    python run.py push openml --holdout-task   publish the official 60k/10k split as a task
 
 Data: dataset 554 (`mnist_784`) through the `openml` client and its cache. Rows
 0-59,999 are the official training set and 60,000-69,999 the test set; the
 pixels become uint8 28x28 images that must match the harness's MNIST digests,
 so the native run record is the canonical experiment on verified data.
 
-The OpenML run: the same spec on an OpenML task. The common MNIST task 3573 is
-10-fold cross-validation, so one model is trained per fold (`--openml-folds N`
-keeps the first N); a task whose only split is the official holdout reuses the
-native run's test predictions instead. The run is always saved with
-`OpenMLRun.to_filesystem` into `<record>/openml/`; flow and run are published
-only when an API key is configured (`OPENML_APIKEY` or the openml config file).
-See platforms/openml/README.md.
+The OpenML run is the task's own protocol (3573: 10-fold cross-validation over
+all 70,000 rows): after the record is published, one model per fold is trained
+with `core.experiment.fit_and_evaluate` (`--openml-folds N` keeps the first N),
+and the run is saved into `<record>/openml/`, each file checked against the
+server's upload rules (`adapters/openml_schema.py`); with an API key, flow and
+run are posted. A failure there is the publish step's: the record stays
+`completed`. No OpenML task can hold the official split; see
+platforms/openml/README.md.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from adapters import openml_schema as schema
 from adapters.base import Option, Platform
 from core import data
 from core.backend import backend_name
@@ -222,6 +223,9 @@ PARAMETER_TYPES = {"filters": "integer", "units": "integer", "batch_size": "inte
                    "seed": "integer", "train_limit": "integer", "test_limit": "integer", "rate": "numeric",
                    "learning_rate": "numeric", "split": "numeric", "activation": "string", "padding": "string",
                    "loss": "string", "name": "string", "source": "string", "path": "string"}
+# The flow name must leave room for "(version)" in the server's fullName column (openml_schema.FULL_NAME_MAX).
+NAME_MAX = schema.FULL_NAME_MAX - schema.VERSION_DIGITS - 2
+DESCRIPTION_MAX = 1024  # oml:basic_latin1024 (openml.implementation.upload.xsd)
 
 
 def harness_source_digest() -> str:
@@ -239,7 +243,7 @@ def flow_identity(spec: ExperimentSpec) -> tuple[str, str, str]:
     settings); the set of parameter names is, so OpenML's stored flow always matches.
     """
     name = f"{FLOW_PREFIX}({','.join(layer.type for layer in spec.layers)})"
-    if len(name) > 1024:  # OpenML's limit; a very deep spec is named by its layer digest
+    if len(name) > NAME_MAX:  # a very deep spec is named by its layer digest
         name = f"{FLOW_PREFIX}.{hashlib.sha256(name.encode()).hexdigest()[:16]}"
     params = hashlib.sha256("\n".join(spec_parameters(spec)).encode()).hexdigest()[:8]
     versions = {"keras": _version("keras"), "tensorflow": _version("tensorflow"), "backend": backend_name()}
@@ -255,13 +259,13 @@ def _version(package: str) -> str:
 
 
 def build_flow(spec: ExperimentSpec):
-    """The spec's model as an `OpenMLFlow`: one parameter per spec key, defaults from this spec."""
+    """The spec's model as an `OpenMLFlow`: one parameter per spec key (JSON, ASCII), defaults from this spec."""
     from openml.flows import OpenMLFlow
 
     name, external_version, dependencies = flow_identity(spec)
     parameters, meta = {}, {}
     for key, value in spec_parameters(spec).items():
-        parameters[key] = json.dumps(value)
+        parameters[key] = json.dumps(value)  # ensure_ascii: oml:basic_latin2048
         meta[key] = {"data_type": PARAMETER_TYPES.get(key.rsplit(".", 1)[-1]), "description": _describe(key)}
     return OpenMLFlow(
         name=name, description=flow_description(spec), model=None, components={},
@@ -278,32 +282,61 @@ def _describe(key: str) -> str:
 
 
 def flow_description(spec: ExperimentSpec) -> str:
-    lines = ["Keras Sequential CNN for MNIST from the mnist-harness (core/experiment.py, build_model), "
-             "built from an experiment spec.",
-             "Input: uint8 images (28, 28, 1), scaled to [0, 1] by a Rescaling(1/255) layer, then:"]
-    for i, layer in enumerate(spec.layers):
-        args = ", ".join(f"{k}={v}" for k, v in layer.args.items())
-        lines.append(f"  {i}. {layer.type}({args})")
+    """At most 1,024 ASCII characters: the layers with their arguments while they fit, else their types only.
+
+    The complete spec is in the parameters; the description is for people.
+    """
     opt = spec.optimizer
-    lines += [f"Training: {opt.name} (learning_rate={opt.learning_rate}"
-              + "".join(f", {k}={v}" for k, v in opt.args.items()) + f"), loss {spec.loss}, "
-              f"batch_size {spec.batch_size}, epochs {spec.epochs}; the first {spec.split:g} of each "
-              f"training set trains, the rest validates; seed {spec.seed}.",
-              "Parameters: one per spec key (JSON values); defaults are the spec this flow was first built from, "
-              "each run's parameter settings are its own."]
-    return "\n".join(lines)
+    head = ("Keras Sequential CNN for MNIST from the mnist-harness (core/experiment.py build_model); "
+            "uint8 28x28x1 images, Rescaling(1/255), then:")
+    tail = (f"Training: {opt.name}(learning_rate={opt.learning_rate}"
+            + "".join(f",{k}={_short(v)}" for k, v in opt.args.items())
+            + f"), loss {spec.loss}, batch {spec.batch_size}, {spec.epochs} epochs, first {spec.split:g} trains, "
+            f"seed {spec.seed}. Every spec key is a parameter (JSON); a run's settings are its spec.")
+    detailed = " ".join(f"{layer.type}(" + ",".join(f"{k}={_short(v)}" for k, v in layer.args.items()) + ")"
+                        for layer in spec.layers)
+    plain = f"{len(spec.layers)} layers: " + ",".join(layer.type for layer in spec.layers)
+    for layers in (detailed, plain, f"{len(spec.layers)} layers (their types are in the flow name)"):
+        text = f"{head}\n{layers}\n{tail}"
+        if len(text) <= DESCRIPTION_MAX:
+            return text
+    return text[:DESCRIPTION_MAX]
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")).strip('"')  # ASCII, compact
 
 
 # --- The run: predictions on the task's splits -----------------------------------------
+
+# The evaluation engine scores the argmax of each row's confidences (weka's Evaluation,
+# EvaluationEngine evaluate/EvaluateBatchPredictions.java), and its other measures
+# (MAE, RMSE, AUC) average them: six decimals move those by at most 5e-7 per value, below
+# the six decimals it writes scores with (apiconnector's "#.######"). A row whose rounding
+# would tie or move the argmax keeps full float32 precision.
+CONFIDENCE_DECIMALS = 6
+
+
+def confidence_values(probabilities: np.ndarray) -> list[list[float | int]]:
+    """Each row's confidences, rounded; exact 0 and 1 as integers (liac-arff writes `str(value)`)."""
+    rounded = np.round(probabilities.astype(np.float64), CONFIDENCE_DECIMALS)
+    moved = rounded.argmax(axis=1) != probabilities.argmax(axis=1)
+    rows = []
+    for p, r, keep in zip(probabilities, rounded, moved):
+        values = p.astype(np.float64) if keep else r
+        rows.append([int(v) if v in (0.0, 1.0) else float(v) for v in values.tolist()])
+    return rows
+
 
 def prediction_rows(task, repeat: int, fold: int, rows: np.ndarray, probabilities: np.ndarray,
                     truth: np.ndarray) -> list[list]:
     """OpenML's prediction lines (repeat, fold, sample, row_id, prediction, correct, confidence.0-9)."""
     from openml.runs.functions import format_prediction
 
+    labels = task.class_labels
     return [format_prediction(task, repeat=repeat, fold=fold, index=int(row), prediction=str(int(np.argmax(p))),
-                              truth=str(int(t)), proba={label: float(p[int(label)]) for label in task.class_labels})
-            for row, p, t in zip(rows, probabilities, truth)]
+                              truth=str(int(t)), proba=dict(zip(labels, c)))
+            for row, p, t, c in zip(rows, probabilities, truth, confidence_values(probabilities))]
 
 
 def parameter_settings(flow, flow_id: int | None = None) -> list[dict[str, Any]]:
@@ -317,132 +350,71 @@ def parameter_settings(flow, flow_id: int | None = None) -> list[dict[str, Any]]
     return settings
 
 
+def run_files(run, task, flow_id: int | None) -> dict[str, str]:
+    """The texts of description.xml, predictions.arff (and, before the flow is published, flow.xml), checked.
+
+    They are written by the client's own serializers and checked against the server's
+    rules; an unpublished flow's id is checked as 0 (the id the server will give is
+    unknown, and the schema needs one).
+    """
+    import arff
+
+    run.flow_id = flow_id if flow_id is not None else 0
+    run.parameter_settings = parameter_settings(run.flow, flow_id)
+    try:
+        description = run._to_xml()
+        repeats, folds, _ = task.get_split_dimensions()
+        schema.check_run_xml(description, folds=folds, repeats=repeats)
+    finally:
+        run.flow_id = flow_id
+    arff_dict = run._generate_arff_dict()
+    schema.check_predictions_header(arff_dict["attributes"], task.class_labels)
+    files = {"description.xml": run._to_xml() if flow_id is None else description,
+             "predictions.arff": arff.dumps(arff_dict)}
+    if flow_id is None:
+        files["flow.xml"] = run.flow._to_xml()
+        schema.check_flow_xml(files["flow.xml"])
+    return files
+
+
 def save_run(folder: Path, task, flow, spec: ExperimentSpec, rows: list[list],
-             fold_evaluations: dict, description: str) -> None:
-    """Build the `OpenMLRun` and write it with the client's `to_filesystem` (description.xml, predictions.arff, flow.xml)."""
+             fold_evaluations: dict, description: str, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Check the run against the server's rules and write it into `folder` (atomically); returns file sizes.
+
+    The files are those `OpenMLRun.to_filesystem` writes (and `from_filesystem` reads).
+    """
     from openml.runs import OpenMLRun
 
     run = OpenMLRun(
         task_id=task.task_id, flow_id=None, dataset_id=task.dataset_id, flow=flow, flow_name=flow.name,
-        model=spec,  # the untrained model's full description; not pickled (store_model=False)
-        data_content=rows, fold_evaluations=fold_evaluations, parameter_settings=parameter_settings(flow),
+        model=spec, data_content=rows, fold_evaluations=fold_evaluations, parameter_settings=parameter_settings(flow),
         tags=["mnist_harness", f"spec_{spec.short_hash}"], setup_string=f"mnist_harness spec_hash={spec.hash}",
         description_text=description,
     )
     with client_errors(f"saving the OpenML run into {folder}"):
-        run.to_filesystem(folder, store_model=False)
+        files = run_files(run, task, None)
+        _write_folder(folder, files)
+    sizes = {name: len(text.encode()) for name, text in files.items()}
+    for warning in schema.upload_size_warnings({k: v for k, v in sizes.items() if k != "flow.xml"}):
+        log(f"[openml] warning: {warning}")
+    return sizes
 
 
-def read_saved_run(folder: Path):
-    """A run saved by `save_run`, read back with the client (`OpenMLRun.from_filesystem`)."""
-    import xmltodict
-    from openml.runs import OpenMLRun
+def _write_folder(folder: Path, files: dict[str, str]) -> None:
+    """Write `files` into a hidden sibling, then rename it to `folder` (replacing an older one)."""
+    import shutil
 
-    if (folder / SAVED_RUN_DIR / "description.xml").is_file():
-        folder = folder / SAVED_RUN_DIR  # a run record folder
-    with client_errors(f"reading the saved OpenML run in {folder}"):
-        run = OpenMLRun.from_filesystem(folder, expect_model=False)
-        # from_filesystem drops parameter settings of runs whose flow is unpublished; they are in the file.
-        description = xmltodict.parse((folder / "description.xml").read_text(),
-                                      force_list=("oml:parameter_setting",))["oml:run"]
-    run.parameter_settings = [{"oml:name": s["oml:name"], "oml:value": s["oml:value"]}
-                              for s in description.get("oml:parameter_setting") or []]
-    run.description_text = _arff_comment(folder / "predictions.arff")  # else a publish replaces it by the time
-    return run
-
-
-def _arff_comment(path: Path) -> str | None:
-    """The leading `%` lines of an ARFF file: liac-arff's `description`."""
-    lines = []
-    with open(path) as f:
-        for line in f:
-            if not line.startswith("%"):
-                break
-            lines.append(line[1:].strip())
-    return "\n".join(lines) or None
-
-
-def missing_predictions(run, task) -> list[str]:
-    """Splits of the task the saved run does not cover completely (OpenML evaluates complete runs only)."""
-    predicted: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for line in run.data_content:
-        predicted[(int(line[0]), int(line[1]))].add(int(line[3]))
-    missing = []
-    for repeat, fold, _, test in task_splits(task):
-        got = predicted.get((repeat, fold), set())
-        if got != set(test.tolist()):
-            missing.append(f"repeat {repeat} fold {fold}: {len(got)} of {len(test)} test rows")
-    return missing
-
-
-def publish_saved_run(folder: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Publish a saved run (its flow first, if OpenML does not know it yet); returns the links for run.json."""
-    import openml
-
-    if not has_api_key():
-        raise OpenMLError(f"no OpenML API key: set {APIKEY_ENV} or `apikey = ...` in "
-                          f"{openml.config.determine_config_file_path()}")
-    run = read_saved_run(folder)
-    task = get_task(run.task_id)
-    missing = missing_predictions(run, task)
-    if missing:
-        raise OpenMLError(f"the saved run does not cover task {task.task_id} completely ({'; '.join(missing[:3])}"
-                          f"{'; ...' if len(missing) > 3 else ''}); OpenML evaluates complete runs only — "
-                          "run again without --openml-folds, --train-limit or --test-limit")
-    server = openml.config.server
-    with client_errors(f"publishing to {server}"):
-        flow = run.flow
-        flow.publish()  # finds the existing flow by name + external version, or uploads it
-        run.flow_id = flow.flow_id
-        run.parameter_settings = parameter_settings(flow, flow.flow_id)
-        run.publish()
-    log(f"[openml] published run {run.run_id} (flow {flow.flow_id}, task {task.task_id}): {run.openml_url}")
-    return {"server": server, "task_id": task.task_id, "flow_id": flow.flow_id, "run_id": run.run_id,
-            "flow_url": flow.openml_url, "run_url": run.openml_url}
-
-
-# --- The canonical holdout as a task -------------------------------------------------------
-
-def holdout_task(estimation_procedure_id: int):
-    """The official split (train rows 0-59,999, test 60,000-69,999) as a supervised classification task on 554.
-
-    OpenML's "custom holdout" estimation procedure takes the test rows as the
-    `custom_testset` task input (JSON); openml-python 0.15.1 has no argument for
-    it, so the input is added to the task's upload XML.
-    """
-    from openml.tasks import OpenMLClassificationTask, TaskType
-
-    class HoldoutTask(OpenMLClassificationTask):
-        def _to_dict(self):
-            task = super()._to_dict()
-            test_rows = list(range(MNIST_554.n_train, MNIST_554.n_train + MNIST_554.n_test))
-            task["oml:task_inputs"]["oml:input"].append(
-                {"@name": "custom_testset", "#text": json.dumps(test_rows, separators=(",", ":"))})
-            return task
-
-    return HoldoutTask(task_type_id=TaskType.SUPERVISED_CLASSIFICATION, task_type="Supervised Classification",
-                       data_set_id=DATASET_ID, target_name="class", estimation_procedure_id=estimation_procedure_id,
-                       evaluation_measure="predictive_accuracy")
-
-
-def publish_holdout_task(estimation_procedure_id: int | None, log: Callable[[str], None] = print) -> int:
-    """Upload the canonical holdout task; returns its id. Looks up the custom-holdout procedure if not given."""
-    import openml
-
-    if not has_api_key():
-        raise OpenMLError(f"creating a task needs an OpenML API key: set {APIKEY_ENV} or the openml config file")
-    with client_errors(f"creating the holdout task on {openml.config.server}"):
-        if estimation_procedure_id is None:
-            procedures = openml.tasks.functions._get_estimation_procedure_list()
-            custom = [p["id"] for p in procedures if p["type"] == "customholdout"
-                      and p["task_type_id"] == openml.tasks.TaskType.SUPERVISED_CLASSIFICATION]
-            if not custom:
-                raise OpenMLError(f"{openml.config.server} lists no custom-holdout estimation procedure")
-            estimation_procedure_id = custom[0]
-        task = holdout_task(estimation_procedure_id).publish()
-    log(f"[openml] created task {task.task_id}: dataset {DATASET_ID}, official train/test split; "
-        f"run it with --openml-task {task.task_id}")
-    return task.task_id
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="ascii")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written stays in the record
 
 
 # --- The platform ------------------------------------------------------------------------
@@ -479,7 +451,7 @@ class OpenMLPlatform(Platform):
         folds = self.option("openml_folds")
         if folds is not None and folds < 1:
             raise UsageError("--openml-folds must be at least 1")
-        self.spec, self.deterministic = spec, deterministic
+        self.spec, self.deterministic = spec, deterministic  # the fold models are trained as the record's
         return super().run(spec, deterministic)
 
     def load_data(self, spec: ExperimentSpec) -> Mnist:
@@ -500,87 +472,60 @@ class OpenMLPlatform(Platform):
                 "publish": bool(self.option("openml_publish", True)) and has_api_key()}
 
     def publish(self, record_dir: Path) -> dict[str, Any] | None:
-        """The task's protocol after the record: its models, the saved OpenML run, and (with a key) the upload.
-
-        Runs after the record is published, so a fold or a save that fails is noted in
-        `links.openml.publish_error` and the record stays `completed`.
-        """
-        self.save_openml_run(record_dir)
-        if not self.option("openml_publish", True):
+        """After the record is complete: the task's folds, the saved OpenML run, and (with a key) its upload."""
+        if read_run_json(record_dir).get("status") != "completed":
             return None
+        folder, n_splits = self.save_task_run(record_dir)
+        if not self.option("openml_publish", True):
+            return {"saved": SAVED_RUN_DIR, "task_id": self.task.task_id}
         if not has_api_key():
             self.log(f"[openml] no API key ({APIKEY_ENV} or the openml config file): the run is saved in "
-                     f"{record_dir / SAVED_RUN_DIR}; publish it later with: python run.py push openml {record_dir}")
-            return None
-        run = read_saved_run(record_dir)
-        missing = missing_predictions(run, get_task(run.task_id))
-        if missing:
-            self.log(f"[openml] not publishing: the run covers part of task {run.task_id} "
-                     f"({len(missing)} split(s) incomplete); it is saved in {record_dir / SAVED_RUN_DIR}")
-            return None
-        return publish_saved_run(record_dir, self.log)
+                     f"{folder}; publish it later with: python run.py push openml {record_dir}")
+            return {"saved": SAVED_RUN_DIR, "task_id": self.task.task_id}
+        if n_splits < len(task_splits(self.task)) or self.spec.data.train_limit or self.spec.data.test_limit:
+            self.log(f"[openml] not publishing: the run covers part of task {self.task.task_id}; "
+                     f"it is saved in {folder}")
+            return {"saved": SAVED_RUN_DIR, "task_id": self.task.task_id}
+        from adapters.remote.openml import publish_saved_run
 
-    def save_openml_run(self, record_dir: Path) -> None:
-        """Predict every split of the task (or the first N) and save the OpenML run into the record."""
+        return publish_saved_run(folder, self.log)
+
+    def save_task_run(self, record_dir: Path) -> tuple[Path, int]:
+        """Train one model per split of the task (or the first N) and save the OpenML run into the record."""
+        from core.experiment import fit_and_evaluate
+
         spec, task = self.spec, self.task
         all_splits = task_splits(task)
         splits = all_splits[: self.option("openml_folds")]
         rows: list[list] = []
         evaluations: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        for repeat, fold, train_rows, test_rows in splits:
-            if self._is_official_holdout(train_rows, test_rows):
-                # The record's model trained on exactly this split: its test predictions are this fold's.
-                rows_used, probabilities, timing = self._native_fold(record_dir, test_rows)
-            else:
-                rows_used, probabilities, timing = self._train_fold(spec, repeat, fold, len(splits), train_rows, test_rows)
-            truth = self.labels[rows_used]
-            rows += prediction_rows(task, repeat, fold, rows_used, probabilities, truth)
-            evaluations["predictive_accuracy"][repeat][fold] = float((probabilities.argmax(1) == truth).mean())
-            for measure, value in timing.items():
+        for i, (repeat, fold, train_rows, test_rows) in enumerate(splits):
+            fold_data = Mnist(x_train=self.images[train_rows], y_train=self.labels[train_rows],
+                              x_test=self.images[test_rows], y_test=self.labels[test_rows],
+                              source=f"task {task.task_id} repeat {repeat} fold {fold}")
+            limits = spec.data.train_limit, spec.data.test_limit
+            self.log(f"[openml] split {i + 1}/{len(splits)} (repeat {repeat}, fold {fold}): "
+                     f"{len(train_rows)} train / {len(test_rows)} test rows"
+                     + (" (limited to the first {} / {})".format(*limits) if any(limits) else ""))
+            result = fit_and_evaluate(spec, fold_data, deterministic=self.deterministic)
+            used = test_rows[: len(result["probabilities"])]  # a test_limit keeps the first rows
+            rows += prediction_rows(task, repeat, fold, used, result["probabilities"], self.labels[used])
+            for measure, value in (("predictive_accuracy", result["test_accuracy"]),
+                                   ("wall_clock_time_millis_training", result["train_seconds"] * 1000),
+                                   ("wall_clock_time_millis_testing", result["test_seconds"] * 1000),
+                                   ("wall_clock_time_millis", (result["train_seconds"] + result["test_seconds"]) * 1000)):
                 evaluations[measure][repeat][fold] = value
+            self.log(f"[openml] split {i + 1}/{len(splits)}: accuracy {result['test_accuracy']:.4f}")
         description = (f"mnist-harness run {record_dir.name}; spec_name: {spec.name}; "
                        f"spec_hash: {spec.hash}; task {task.task_id}, {len(splits)} of {len(all_splits)} splits")
         flow = build_flow(spec)
-        save_run(record_dir / SAVED_RUN_DIR, task, flow, spec, rows, _plain(evaluations), description)
+        folder = record_dir / SAVED_RUN_DIR
+        sizes = save_run(folder, task, flow, spec, rows, {k: {r: dict(f) for r, f in v.items()} for k, v in evaluations.items()},
+                         description, self.log)
         self.log(f"[openml] saved the OpenML run ({len(rows)} predictions, {len(splits)} split(s) of task "
-                 f"{task.task_id}, flow {flow.name}) in the record's {SAVED_RUN_DIR}/")
+                 f"{task.task_id}, predictions.arff {sizes['predictions.arff']:,} bytes) in {folder}")
+        return folder, len(splits)
 
-    def _is_official_holdout(self, train_rows: np.ndarray, test_rows: np.ndarray) -> bool:
-        n_train, n_test = self.expected.n_train, self.expected.n_test
-        return (len(train_rows) == n_train and len(test_rows) == n_test
-                and np.array_equal(np.sort(train_rows), np.arange(n_train))
-                and np.array_equal(np.sort(test_rows), np.arange(n_train, n_train + n_test)))
-
-    def _native_fold(self, record_dir: Path, test_rows: np.ndarray):
-        import keras
-
-        model = keras.models.load_model(record_dir / "model.h5", compile=False)
-        n_predicted = read_run_json(record_dir)["data"]["n_test"]  # the first test_limit test images
-        index = test_rows - self.expected.n_train
-        keep = index < n_predicted
-        images = self.images[test_rows[keep]]
-        probabilities = model.predict(images[..., None], batch_size=max(self.spec.batch_size, 256), verbose=0)
-        return test_rows[keep], probabilities, {}
-
-    def _train_fold(self, spec: ExperimentSpec, repeat: int, fold: int, n_splits: int,
-                    train_rows: np.ndarray, test_rows: np.ndarray):
-        from core.experiment import fit_and_evaluate
-
-        fold_data = Mnist(x_train=self.images[train_rows], y_train=self.labels[train_rows],
-                          x_test=self.images[test_rows], y_test=self.labels[test_rows],
-                          source=f"task {self.task.task_id} repeat {repeat} fold {fold}"
-                          ).limited(spec.data.train_limit, spec.data.test_limit)
-        self.log(f"[openml] split {fold + 1}/{n_splits} (repeat {repeat}, fold {fold}): "
-                 f"{len(fold_data.x_train)} train / {len(fold_data.x_test)} test images")
-        result = fit_and_evaluate(spec, fold_data, deterministic=self.deterministic)
-        train_ms, test_ms = result["train_seconds"] * 1000, result["test_seconds"] * 1000
-        timing = {"wall_clock_time_millis_training": train_ms, "wall_clock_time_millis_testing": test_ms,
-                  "wall_clock_time_millis": train_ms + test_ms}
-        return test_rows[: len(fold_data.x_test)], result["probabilities"], timing
-
-
-def _plain(nested: Any) -> Any:
-    return {k: _plain(v) for k, v in nested.items()} if isinstance(nested, dict) else nested
 
 
 PLATFORM = OpenMLPlatform

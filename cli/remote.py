@@ -23,6 +23,7 @@ REMOTE = Registry("platform command", {
     "push comet": "cli.remote:push_comet",
     "pull comet": "cli.remote:pull_comet",
     "push openml": "cli.remote:push_openml",
+    "bundle beat": "cli.remote:bundle_beat",
 })
 
 
@@ -224,26 +225,47 @@ def pull_comet(argv: list[str]) -> int:
 # --- OpenML ----------------------------------------------------------------------------------
 
 def push_openml(argv: list[str]) -> int:
-    from adapters.openml import APIKEY_ENV, DATASET_ID, SAVED_RUN_DIR
+    from adapters.openml import APIKEY_ENV, SAVED_RUN_DIR
     from adapters.remote import openml
 
     parser = argparse.ArgumentParser(
         prog="run.py push openml",
         description=f"Publish a saved OpenML run (the record's {SAVED_RUN_DIR}/ folder) and its flow, and link "
-                    f"their ids in run.json; or create the official-holdout task. Needs an API key: "
-                    f"{APIKEY_ENV} or `apikey = ...` in the openml config file.")
+                    f"their ids in run.json. Needs an API key: {APIKEY_ENV} or `apikey = ...` in the openml "
+                    "config file. (No OpenML task can hold the official 60k/10k split: see platforms/openml/README.md.)")
     parser.add_argument("run_dir", nargs="?", type=Path, help="a run record folder (or its openml/ folder)")
-    parser.add_argument("--holdout-task", action="store_true",
-                        help=f"create a task on dataset {DATASET_ID} with the official 60k/10k split")
-    parser.add_argument("--estimation-procedure", type=int, metavar="ID",
-                        help="custom-holdout estimation procedure id (default: looked up on the server)")
     parser.add_argument("--openml-server", metavar="URL|test|production")
     parser.add_argument("--openml-cache", metavar="DIR")
     args = parser.parse_args(argv)
-    if args.holdout_task == (args.run_dir is not None):
-        raise UsageError("give either RUN_DIR or --holdout-task")
-    if args.holdout_task:
-        print(openml.push_holdout_task(args.estimation_procedure, server=args.openml_server, cache=args.openml_cache))
-        return 0
+    if args.run_dir is None:
+        raise UsageError("give the run record folder to publish")
     openml.push_run(args.run_dir, server=args.openml_server, cache=args.openml_cache)
+    return 0
+
+
+# --- BEAT ------------------------------------------------------------------------------------
+
+def bundle_beat(argv: list[str]) -> int:
+    from adapters.base import default_data
+    from adapters.remote import beat
+
+    parser = argparse.ArgumentParser(
+        prog="run.py bundle beat",
+        description="Write a BEAT prefix for the spec (data formats, a database over the verified MNIST rows, "
+                    "algorithms running the harness, toolchain, experiment) and print the command that runs it. "
+                    "`run.py --platform beat` does this and runs it.")
+    parser.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
+    parser.add_argument("--no-determinism", dest="deterministic", action="store_false",
+                        help="turn TensorFlow op determinism off in the blocks (recorded)")
+    add_spec_options(parser)
+    args = parser.parse_args(argv)
+    spec = spec_from_args(args)
+    info = beat.bundle(args.out, spec, default_data(spec), deterministic=args.deterministic)
+    data = info["data"]
+    print(f"BEAT prefix: {args.out / 'prefix'}  (experiment {info['experiment']}, {data['n_train']} train / "
+          f"{data['n_validation']} validation / {data['n_test']} test images)\n"
+          f"run it (make beat-env first): {' '.join(beat.beat_command(args.out, info, beat.BEAT_VENV / 'bin' / 'python'))}\n"
+          f"check it: {beat.BEAT_VENV / 'bin' / 'beat'} --prefix {args.out.resolve() / 'prefix'} experiments check "
+          f"{info['experiment']}\n"
+          f"the record appears in {args.out.resolve() / info['record_dir']}/; compare: python run.py compare {args.out}")
     return 0

@@ -5,6 +5,7 @@ Anything whose name looks like a secret is redacted before it is written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,10 +21,32 @@ from core import console
 
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 
-# Variables that change numerics or threading, or tell which accelerator is used.
-NUMERIC_ENV_PREFIXES = ("TF_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "KERAS_", "CUDA_", "NVIDIA_",
-                        "TPU_", "JAX_", "PYTHONHASHSEED", "CUBLAS_", "NCCL_", "KMP_", "ONEDNN_", "DNNL_",
-                        "TORCH_", "PYTORCH_")
+# Variables that can change numerics or threading, or pick the accelerator. Named, not matched by a bare
+# `TF_` prefix: Terraform's TF_CLI_CONFIG_FILE, TF_VAR_*, TF_LOG move no number. The TensorFlow names are
+# the ones its sources read with ReadBoolFromEnvVar/getenv for kernels, threads, determinism and precision
+# (tensorflow/core/util/env_var.cc callers, tensorflow/core/common_runtime/*, xla/debug_options_flags.cc).
+NUMERIC_ENV_NAMES = frozenset({
+    "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "TF_CUDNN_USE_AUTOTUNE",
+    "TF_CUDNN_USE_FRONTEND", "TF_CUDNN_RESET_RND_GEN_STATE", "TF_XLA_FLAGS", "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS", "TF_GPU_THREAD_MODE", "TF_GPU_THREAD_COUNT", "TF_ENABLE_XLA",
+    "TF_ENABLE_AUTO_MIXED_PRECISION", "TF_ENABLE_AUTO_MIXED_PRECISION_GRAPH_REWRITE", "TF_USE_LEGACY_KERAS",
+    "TF_ENABLE_CUBLAS_TENSOR_OP_MATH", "TF_ENABLE_CUDNN_TENSOR_OP_MATH", "TF_ENABLE_CUDNN_RNN_TENSOR_OP_MATH",
+    "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "TF_DISABLE_MKL", "TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE",
+    "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "CUDA_VERSION", "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
+    "KERAS_BACKEND", "PYTHONHASHSEED", "JAX_ENABLE_X64", "JAX_PLATFORMS", "JAX_DEFAULT_MATMUL_PRECISION",
+    "JAX_DEFAULT_DTYPE_BITS", "JAX_THREEFRY_PARTITIONABLE", "TPU_NAME",
+    # PyTorch: TF32 matmuls on Ampere and later GPUs (torch/csrc/Context.cpp reads it)
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+})
+# Whole families that are about threads, kernels or precision (OpenMP, MKL, OpenBLAS, oneDNN, Intel OpenMP).
+NUMERIC_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "ONEDNN_", "DNNL_", "TF_XLA_", "TF_MKL_")
+
+
+def touches_numerics(name: str) -> bool:
+    """Whether an environment variable can change what is computed (see NUMERIC_ENV_NAMES)."""
+    return name in NUMERIC_ENV_NAMES or name.startswith(NUMERIC_ENV_PREFIXES)
+
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 REDACTED = "<redacted>"
 # Variables TensorFlow sets in its own process when it is imported: recorded only when
@@ -48,8 +71,7 @@ def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     if environ is None:
         environ = {k: v for k, v in os.environ.items() if k in _ENV_AT_START or not k.startswith(SET_BY_IMPORTS)}
     # How much TensorFlow logs moves no number; `environment.logging` records it (core/console.py).
-    return redact_env({k: v for k, v in environ.items()
-                       if k.startswith(NUMERIC_ENV_PREFIXES) and k not in console.LOGGING_ENV})
+    return redact_env({k: v for k, v in environ.items() if touches_numerics(k) and k not in console.LOGGING_ENV})
 
 
 def cpu_info() -> dict[str, Any]:
@@ -141,6 +163,24 @@ def package_versions() -> dict[str, str | None]:
     return {name: installed_version(name) for name in PACKAGES}
 
 
+# The code that computes: what a trained model depends on besides the spec, the data and the libraries.
+# `compare` counts a harness change only when this digest differs, not when the commit does.
+COMPUTING_CODE = ("core/experiment.py", "core/backend.py", "core/spec.py", "core/data.py")
+
+
+def code_digest(root: Path = HARNESS_ROOT) -> str | None:
+    """SHA-256 over the COMPUTING_CODE files (name and bytes of each); None if one is missing."""
+    h = hashlib.sha256()
+    for name in COMPUTING_CODE:
+        try:
+            content = (root / name).read_bytes()
+        except OSError:
+            return None
+        h.update(f"{name}\0{len(content)}\0".encode())
+        h.update(content)
+    return h.hexdigest()
+
+
 HARNESS_STAMP = "HARNESS_COMMIT.json"  # written into bundles that run where there is no git
 
 
@@ -189,7 +229,7 @@ def fingerprint(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "gpus": gpu_info(),
         "packages": package_versions(),
         "env": numeric_env(),
-        "harness": git_state(),
+        "harness": {**git_state(), "code_sha256": code_digest()},
         "logging": console.logging_state(),
     }
     if extra:

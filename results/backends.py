@@ -23,8 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from results.compare import BAND_FACTOR, DEFAULT_TOLERANCE_PP, MIN_SEEDS_FOR_BAND, Group, Pair, compare_paths
-from results.render import differences_text
+from results.compare import Group, compare_paths
+from results.facets import INERT
+from results.verdicts import BAND_FACTOR, DEFAULT_TOLERANCE_PP, MIN_SEEDS_FOR_BAND, Pair, cause_line
 
 
 @dataclasses.dataclass
@@ -37,10 +38,12 @@ class BackendPair:
 
     @property
     def cause(self) -> str | None:
-        """The first recorded difference of an equal-seed pair (`compare` orders them data, seed, software, ...)."""
+        """The first recorded difference of an equal-seed pair that can move a number (`compare` orders
+        them data, seed, code, software, ...)."""
         for p in self.same_seed:
-            if p.differences:
-                return p.differences[0].what
+            causes = [d for d in p.differences if d.cause != INERT]
+            if causes:
+                return causes[0].what
         return None
 
 
@@ -159,7 +162,7 @@ def render_matrix(m: BackendMatrix) -> str:
                        f"over all these runs): {counts}; seed {first.a.fields['seed']}: "
                        f"{agreement(first, p.a, p.b)}")
             out.append(f"      cause: {p.cause or 'nothing recorded differs'}"
-                       + (f" (all that differs: {differences_text(first, limit=6)})" if first.differences else ""))
+                       + (f" ({cause_line(first)})" if first.differences else ""))
     if m.other_groups:
         out.append(f"\n({m.other_groups} other experiment(s) among the records left out: run.py compare shows them)")
     return "\n".join(out)

@@ -21,15 +21,19 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from results.compare import VERDICTS, Comparison, Group, RunView
-from results.render import agreement_text, counts_text, differences_text, header, nearest_text, table
+from results.facets import INERT, finite_number
+from results.render import agreement_text, counts_text, header, nearest_text, nondeterminism_text, pp, table
+from results.verdicts import cause_line, fmt_p
 
 MAX_PLOTTED_RUNS = 12  # curves, confusion matrices and timings per experiment
 MAX_MATRIX_RUNS = 40
+MAX_ANNOTATED_RUNS = 8  # up to this many runs, the matrix cells show McNemar's p and the Δ too
 MAX_HTML_PAIRS = 200
-VERDICT_COLORS = {"identical": "#1a7f37", "same predictions": "#4ac26b", "within noise": "#d4a72c",
-                  "divergent": "#cf222e"}
+VERDICT_COLORS = {"identical": "#1a7f37", "nondeterministic": "#6639ba", "same predictions": "#4ac26b",
+                  "within noise": "#d4a72c", "divergent": "#cf222e"}
 NOT_COMPARED_COLOR = "#eaeef2"
-SYMBOLS = {"identical": "≡", "same predictions": "=", "within noise": "≈", "divergent": "≠"}
+SYMBOLS = {"identical": "≡", "nondeterministic": "!", "same predictions": "=", "within noise": "≈", "divergent": "≠"}
+MAX_PLOT_VALUE = 1e12  # history values past this (or NaN, infinite) are not plotted: a record is untrusted
 RUN_COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#bf3989", "#6e7781",
               "#4d2d00", "#0550ae", "#a40e26", "#116329"]
 
@@ -44,6 +48,11 @@ section{background:#fff;border:1px solid #d0d7de;border-radius:10px;padding:20px
 .card b{font-size:22px;display:block}
 .badge{display:inline-block;border-radius:12px;padding:1px 10px;color:#fff;font-size:13px;font-weight:600;white-space:nowrap}
 .identical{background:#1a7f37}.same-predictions{background:#4ac26b}.within-noise{background:#d4a72c}.divergent{background:#cf222e}
+.nondeterministic{background:#6639ba}
+.alarm{background:#ffebe9;border:3px solid #cf222e;border-radius:10px;padding:14px 18px;margin:16px 0}
+.alarm h2{color:#a40e26;margin:0 0 6px} .alarm li{margin:4px 0}
+.cause{font-weight:600} .reason{color:#57606a;font-size:12.5px}
+tr.nondeterministic-row td{background:#fbefff}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border-bottom:1px solid #eaeef2;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f6f8fa;position:sticky;top:0}
@@ -61,17 +70,21 @@ details{margin:8px 0} summary{cursor:pointer;color:#0969da}
 HOW_TO_READ = """<p><b>How to read this.</b> Runs are grouped by experiment: the spec without its seed or data source.
 Within one, each pair of runs gets a verdict: <span class="badge identical">identical</span> (the same weights, bit for bit),
 <span class="badge same-predictions">same predictions</span> (other weights, the same predicted class for every test image),
-<span class="badge within-noise">within noise</span> (test accuracy differs by less than the seed-to-seed noise band) or
-<span class="badge divergent">divergent</span>. Highlighted table rows differ between runs; each pair lists what differs
-between the two runs that could explain it. Different experiments are never compared with each other.</p>"""
+<span class="badge within-noise">within noise</span> (test accuracy differs by less than the seed-to-seed noise band, or
+McNemar's exact test cannot tell the two apart on this test set) or <span class="badge divergent">divergent</span>;
+<span class="badge nondeterministic">nondeterministic</span> means the same spec, seed, data and numerics gave other weights:
+the setup itself is not reproducible. Each pair names its cause first: what differs in the <i>experiment</i> (seed, data,
+code), in the <i>numerics</i> (libraries, device, threads, determinism switches), and how many <i>inert</i> differences
+(platform name, paths, SDK versions) there are; then McNemar's p-value and the 95 % interval for the accuracy difference
+(Newcombe's, for paired proportions). Highlighted table rows differ between runs. Different experiments are never compared.</p>"""
 
 
-def render_html(cmp: Comparison) -> str:
+def render_html(cmp: Comparison, show_all: bool = False) -> str:
     counts = cmp.verdict_counts()
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'>"
              f"<title>Run comparison: {cmp.n_runs} runs</title><style>{CSS}</style></head><body><main>",
-             "<h1>Reproducibility report</h1>",
+             "<h1>Reproducibility report</h1>", _alarm(cmp),
              f"<p class=muted>{_e(header(cmp))} · made {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
              "<div class=cards>",
              f"<div class=card><b>{cmp.n_runs}</b>runs in {len(cmp.groups)} experiment(s)</div>"]
@@ -88,7 +101,7 @@ def render_html(cmp: Comparison) -> str:
         parts += [f"<tr><td><a href='#exp-{g.short_key}' class=mono>{_e(g.short_key)}</a></td><td>{_e(g.summary)}</td>"
                   f"<td>{len(g.runs)}</td><td>{_verdict_badges(g)}</td></tr>" for g in cmp.groups]
         parts.append("</table></section>")
-    parts += [_group_section(g) for g in cmp.groups]
+    parts += [_group_section(g, show_all) for g in cmp.groups]
     if cmp.skipped:
         parts.append(f"<section><h2>Skipped ({len(cmp.skipped)})</h2><table><tr><th>path</th><th>reason</th></tr>")
         parts += [f"<tr><td class=mono>{_e(s.path)}</td><td>{_e(s.reason)}</td></tr>" for s in cmp.skipped]
@@ -97,7 +110,16 @@ def render_html(cmp: Comparison) -> str:
     return "\n".join(parts)
 
 
-def _group_section(g: Group) -> str:
+def _alarm(cmp: Comparison) -> str:
+    """The nondeterminism box, above everything else; empty when there is none."""
+    loud = nondeterminism_text(cmp)
+    if not loud:
+        return ""
+    return (f"<div class=alarm><h2>⚠ Nondeterminism</h2><p>{_e(loud[0].removeprefix('NONDETERMINISM: '))}</p><ul>" +
+            "".join(f"<li class=mono>{_e(line)}</li>" for line in loud[1:]) + "</ul></div>")
+
+
+def _group_section(g: Group, show_all: bool = False) -> str:
     out = [f"<section id='exp-{_e(g.short_key)}'><h2>Experiment <span class=mono>{_e(g.short_key)}</span></h2>",
            f"<p>{_e(g.summary)}</p>", f"<p>{_verdict_badges(g)}</p>"]
     near = nearest_text(g)
@@ -128,15 +150,26 @@ def _group_section(g: Group) -> str:
                    + "</p>")
     pairs = g.pairs(limit=MAX_HTML_PAIRS)
     if pairs:
-        out.append(f"<h3>Pairs ({_e(counts_text(g))})</h3><div class=scroll><table><tr><th>pair</th><th>verdict</th>"
-                   "<th>Δ accuracy</th><th>prediction agreement</th><th>what differs</th></tr>")
+        out.append(f"<h3>Pairs ({_e(counts_text(g))})</h3><div class=scroll><table><tr><th>pair</th><th>cause</th>"
+                   "<th>verdict</th><th>Δ accuracy</th><th>95 % CI</th><th>McNemar p</th>"
+                   "<th>prediction agreement</th></tr>")
         for p in pairs:
-            out.append(f"<tr><td>{_e(p.a.label)}–{_e(p.b.label)}</td><td>{_badge(p.verdict)}</td>"
-                       f"<td>{p.delta_pp:+.2f} pp</td><td>{_e(agreement_text(p))}</td>"
-                       f"<td>{_e(differences_text(p, limit=40))}</td></tr>")
+            ci, test = p.ci_pp, p.test
+            inert = p.by_cause(INERT)
+            hidden = (f"<details><summary>{len(inert)} inert difference{'s' if len(inert) != 1 else ''}</summary>"
+                      + "<br>".join(_e(d.describe(p.a.label, p.b.label)) for d in inert) + "</details>"
+                      if inert and not show_all else "")
+            row_class = " class=nondeterministic-row" if p.verdict == "nondeterministic" else ""
+            out.append(f"<tr{row_class}><td>{_e(p.a.label)}–{_e(p.b.label)}</td>"
+                       f"<td><span class=cause>{_e(_cause_head(p, show_all))}</span>{hidden}</td>"
+                       f"<td>{_badge(p.verdict)}<div class=reason>{_e(p.reason)}</div></td>"
+                       f"<td>{_e(pp(p.delta_pp))}</td>"
+                       f"<td>{_e(f'{ci[0]:+.2f} to {ci[1]:+.2f} pp') if ci else '—'}</td>"
+                       f"<td>{_e(f'{fmt_p(test.p)} ({test.b} vs {test.c})') if test else '—'}</td>"
+                       f"<td>{_e(agreement_text(p))}</td></tr>")
         out.append("</table></div>")
         if g.n_pairs > len(pairs):
-            out.append(f"<p class=muted>… {g.n_pairs - len(pairs)} more pairs; the most divergent are listed "
+            out.append(f"<p class=muted>… {g.n_pairs - len(pairs)} more pairs; the loudest verdicts are listed "
                        "(--format json has all).</p>")
     figs = []
     confusion = confusion_figure(plotted)
@@ -149,6 +182,12 @@ def _group_section(g: Group) -> str:
         out.append("<h3>Confusion matrices and speed</h3><div class=figs>" + "".join(figs) + "</div>")
     out.append("</section>")
     return "\n".join(out)
+
+
+def _cause_head(p, show_all: bool) -> str:
+    """The pair's cause line; the inert count goes into the <details> under it instead of `(… --all)`."""
+    line = cause_line(p, show_all)
+    return line if show_all else line.rsplit(" (", 1)[0] if line.endswith(": --all)") else line
 
 
 # --- Figures ------------------------------------------------------------------------------
@@ -166,8 +205,14 @@ def verdict_matrix_figure(g: Group) -> Figure:
         for i in range(k):
             for j in range(k):
                 if i != j:
-                    ax.text(j, i, SYMBOLS[VERDICTS[codes[i, j]]], ha="center", va="center", color="white",
-                            fontsize=13 if k <= 10 else 9, fontweight="bold")
+                    # Few runs: each cell also carries McNemar's p (upper triangle) or the Δ (lower), in pp.
+                    note = ""
+                    if k <= MAX_ANNOTATED_RUNS:
+                        pair = g.pair(min(i, j), max(i, j))
+                        test = pair.test
+                        note = (f"\n{fmt_p(test.p).removeprefix('0')}" if test else "") if i < j else f"\n{pair.delta_pp:+.1f}"
+                    ax.text(j, i, SYMBOLS[VERDICTS[codes[i, j]]] + note, ha="center", va="center", color="white",
+                            fontsize=13 if k <= 10 and not note else 7.5 if note else 9, fontweight="bold")
     labels = [v.label for v in runs]
     ax.set_xticks(range(k), labels)
     ax.set_yticks(range(k), labels)
@@ -175,7 +220,9 @@ def verdict_matrix_figure(g: Group) -> Figure:
     ax.xaxis.tick_top()
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"Verdicts ({g.band.origin} noise band ±{g.band.pp:.2f} pp)", fontsize=11, pad=24)
+    ax.set_title(f"Verdicts ({'assumed' if g.band.assumed else 'measured'} noise band ±{g.band.pp:.2f} pp)"
+                 + ("\nabove the diagonal: McNemar p; below: Δ accuracy, pp" if k <= MAX_ANNOTATED_RUNS else ""),
+                 fontsize=11, pad=24)
     ax.legend(handles=[Patch(color=VERDICT_COLORS[v], label=f"{SYMBOLS[v]} {v}") for v in VERDICTS],
               loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=9)
     return fig
@@ -184,17 +231,30 @@ def verdict_matrix_figure(g: Group) -> Figure:
 def _history(v: RunView) -> dict[str, list[float]]:
     history = v.run.get("history")
     if isinstance(history, dict) and history:
-        return {k: [float(x) for x in vals] for k, vals in history.items()
-                if isinstance(vals, list) and all(isinstance(x, (int, float)) for x in vals)}
-    path = v.loaded.artifact("history.csv")
-    if path is None:
-        return {}
+        series = {str(k): vals for k, vals in history.items() if isinstance(vals, list)}
+    else:
+        path = v.loaded.artifact("history.csv")
+        if path is None:
+            return {}
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            series = {k: [_float(r.get(k)) for r in rows] for k in (rows[0] if rows else {}) if k not in ("epoch", "seconds")}
+        except (OSError, ValueError, csv.Error):
+            return {}
+    plotted = {}
+    for k, vals in series.items():  # a series with one NaN, infinite or absurd value is not drawn at all
+        numbers = [finite_number(x, -MAX_PLOT_VALUE, MAX_PLOT_VALUE) for x in vals]
+        if numbers and all(x is not None for x in numbers):
+            plotted[k] = numbers
+    return plotted
+
+
+def _float(text: Any) -> float | None:
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k not in ("epoch", "seconds")}
-    except (OSError, ValueError, KeyError):
-        return {}
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def curves_figure(g: Group, runs: list[RunView]) -> Figure | None:
@@ -238,7 +298,9 @@ def _confusion(v: RunView) -> np.ndarray | None:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))[1:]
         matrix = np.array([[int(x) for x in row[1:]] for row in rows], dtype=np.int64)
-    except (OSError, ValueError):
+    except (OSError, ValueError, OverflowError, csv.Error):  # a count past int64 is no confusion matrix
+        return None
+    if matrix.size and (matrix.min() < 0 or matrix.max() > 10 ** 9):
         return None
     return matrix if matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1] and matrix.size else None
 
@@ -282,7 +344,8 @@ def timing_figure(runs: list[RunView]) -> Figure | None:
     timed = []
     for v in runs:
         timings = v.run.get("timings") if isinstance(v.run.get("timings"), dict) else {}
-        seconds = [float(s) for s in timings.get("epoch_seconds") or [] if isinstance(s, (int, float))]
+        raw = timings.get("epoch_seconds") if isinstance(timings.get("epoch_seconds"), list) else []
+        seconds = [s for s in (finite_number(x, 0, 1e9) for x in raw) if s is not None]
         timed.append((v, seconds))
     timed = [(v, s) for v, s in timed if s]
     if not timed:

@@ -1,9 +1,14 @@
 """A Comparison as text (the terminal), Markdown, CSV or JSON; HTML lives in results/html.py.
 
-Every format says the same things: per experiment, the runs side by side with
-the rows that differ marked, the noise band and where it came from, and every
-pair's verdict with what differs and how far the predictions agree. The JSON
-layout is documented in results/COMPARE_JSON.md and is kept stable.
+Every format says the same things, in this order: any nondeterminism first and
+loudly; then per experiment the runs side by side with the rows that differ
+marked, the noise band with its own interval (or the `repeat` command that would
+measure it), and every pair with its cause first (experiment, numerics, and how
+many inert differences `--all` would list), its verdict, McNemar's p-value, the
+95 % interval for the accuracy difference, and how far the predictions agree.
+The JSON layout is documented in results/COMPARE_JSON.md and is kept stable.
+Values come from untrusted records: NaN, infinities and huge numbers are shown
+as "—" or in short, never crash a renderer, and never reach the JSON.
 """
 from __future__ import annotations
 
@@ -15,39 +20,59 @@ import shutil
 from typing import Any, Callable
 
 from results.compare import ROWS, VERDICTS, Comparison, Group, Pair, RunView
+from results.facets import CAUSES, finite_number
+from results.verdicts import cause_line, equal_facets, equal_text, fmt_p
 
 MAX_TABLE_RUNS = 12  # columns per experiment in text and Markdown; csv, json and html list every run
-MAX_PAIRS = 20  # pairs listed per experiment in text and Markdown (the most divergent first)
+MAX_PAIRS = 20  # pairs listed per experiment in text and Markdown (the loudest verdicts first)
 MAX_MATRIX = 26
-SYMBOLS = {"identical": "≡", "same predictions": "=", "within noise": "≈", "divergent": "≠"}
-MATRIX_LEGEND = "≡ identical  = same predictions  ≈ within noise  ≠ divergent  · itself  - not compared"
+SYMBOLS = {"identical": "≡", "nondeterministic": "!", "same predictions": "=", "within noise": "≈", "divergent": "≠"}
+MATRIX_LEGEND = ("≡ identical  ! NONDETERMINISTIC  = same predictions  ≈ within noise  ≠ divergent  · itself  "
+                 "- not compared")
 _ANSI = {"identical": "32", "same predictions": "32", "within noise": "33", "divergent": "31;1", "marked": "33;1",
-         "dim": "2", "bold": "1"}
-JSON_FORMAT_VERSION = 1
+         "nondeterministic": "97;41;1", "dim": "2", "bold": "1"}
+JSON_FORMAT_VERSION = 2
 
 
 # --- Values as people read them -----------------------------------------------------------
 
 def display(key: str, value: Any) -> str:
+    """One table cell; whatever a record holds, a short string."""
     if value is None or value == {}:
         return "—"
     if key in ("spec_hash", "data_digest", "weights_sha256", "predictions_sha256"):
         return str(value)[:8]
-    if key == "test_accuracy":
-        return f"{value * 100:.2f} %"
-    if key == "test_loss":
-        return f"{value:.4f}"
-    if key == "epoch_seconds":
-        return f"{value:.2f} s"
-    if key == "total_seconds":
-        return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
+    if key in ("test_accuracy", "test_loss", "epoch_seconds", "total_seconds"):
+        number = finite_number(value)
+        if number is None:
+            return "—"
+        if key == "test_accuracy":
+            return f"{number * 100:.2f} %"
+        if key == "test_loss":
+            return f"{number:.4g}" if abs(number) >= 1e4 else f"{number:.4f}"
+        if key == "epoch_seconds":
+            return f"{number:.2f} s"
+        return f"{number:.1f} s" if number < 600 else f"{number / 60:.1f} min"
     if key == "epochs":
-        return str(value["ran"]) if value["ran"] == value["of"] else f"{value['ran']} of {value['of']}"
+        ran, of = value.get("ran"), _short(value.get("of"))
+        return str(ran) if ran == value.get("of") else f"{ran} of {of}"
     if key == "op_determinism":
-        return "on" if value is True else "off" if value is False else str(value)
+        return "on" if value is True else "off" if value is False else _short(value)
     if key == "threads":
-        return " / ".join(str(value.get(k) or "auto") for k in ("intra_op", "inter_op"))
-    return str(value)
+        return " / ".join(_threads(value.get(k)) for k in ("intra_op", "inter_op"))
+    return _short(value)
+
+
+def _threads(value: Any) -> str:
+    if not value:
+        return "auto"
+    number = finite_number(value, 0, 1e6)
+    return "—" if number is None else str(int(number)) if number == int(number) else str(number)
+
+
+def _short(value: Any, cap: int = 60) -> str:
+    text = str(value) if not (isinstance(value, int) and abs(value) > 10 ** 30) else f"{str(value)[:12]}…"
+    return text if len(text) <= cap else text[: cap - 1] + "…"
 
 
 def table(group: Group, runs: list[RunView] | None = None, with_run_row: bool = False) -> list[tuple[str, list[str], bool]]:
@@ -81,19 +106,43 @@ def agreement_text(pair: Pair, long: bool = True) -> str:
     return text
 
 
-def differences_text(pair: Pair, limit: int = 12) -> str:
-    diffs = [d.describe(pair.a.label, pair.b.label) for d in pair.differences]
-    if not diffs:
-        return "nothing recorded differs"
-    more = f", and {len(diffs) - limit} more" if len(diffs) > limit else ""
-    return "; ".join(diffs[:limit]) + more
+def evidence_text(pair: Pair) -> str:
+    """`Δ +0.50 pp (95 % CI −1.21 to +2.20) · McNemar p = 0.754 (3 vs 2)`."""
+    text = f"Δ {pp(pair.delta_pp)}"
+    ci = pair.ci_pp
+    if ci is not None:
+        text += f" (95 % CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+    test = pair.test
+    text += (f" · McNemar p = {fmt_p(test.p)} ({test.b} vs {test.c})" if test is not None
+             else " · no McNemar test (right/wrong counts not known)")
+    return text
+
+
+def pp(value: float) -> str:
+    return f"{value:+.2f} pp" if math.isfinite(value) else "— pp"
+
+
+def nondeterminism_text(cmp: Comparison) -> list[str]:
+    """The loud block every format opens with when some pair is nondeterministic (empty when none is)."""
+    found = cmp.nondeterministic()
+    if not found:
+        return []
+    n = len(found)
+    lines = [f"NONDETERMINISM: {n} pair{'s' if n != 1 else ''} ran the same spec, seed, data and numerics and got "
+             "different weights. This setup is not reproducible: fix it before trusting any other verdict."]
+    for g, p in found[:MAX_PAIRS]:
+        lines.append(f"{g.short_key} {g.name} {p.a.label}–{p.b.label} ({p.a.run_id} vs {p.b.run_id}), "
+                     f"Δ {pp(p.delta_pp)}; equal: {equal_text(p)}")
+    if n > MAX_PAIRS:
+        lines.append(f"… and {n - MAX_PAIRS} more (--format json lists all)")
+    return lines
 
 
 def counts_text(group: Group) -> str:
     if len(group.compared) < 2:
         return "nothing to compare: " + ("one completed run" if group.compared else "no completed run")
     counts = group.verdict_counts()
-    parts = [f"{n} {name}" for name, n in counts.items() if n]
+    parts = [f"{n} {name.upper() if name == 'nondeterministic' else name}" for name, n in counts.items() if n]
     return f"{group.n_pairs} pair{'s' if group.n_pairs != 1 else ''}: " + ", ".join(parts)
 
 
@@ -122,7 +171,7 @@ def nearest_text(group: Group) -> str | None:
             f"{', '.join(diffs)}{more}; runs of different experiments are never compared")
 
 
-def matrix_symbol(group: Group, i: int, j: int) -> str:
+def matrix_symbol(group: Group, i: int, j: int) -> str:  # noqa: D401
     code = int(group.verdicts[i, j])
     return "·" if i == j else SYMBOLS[VERDICTS[code]] if code >= 0 else "-"
 
@@ -137,10 +186,14 @@ class _Style:
         return f"\x1b[{_ANSI[kind]}m{text}\x1b[0m" if self.color and kind in _ANSI else text
 
 
-def render_text(cmp: Comparison, color: bool = False, width: int | None = None) -> str:
+def render_text(cmp: Comparison, color: bool = False, width: int | None = None, show_all: bool = False) -> str:
     style = _Style(color)
     width = width or max(80, min(shutil.get_terminal_size((120, 24)).columns, 200))
-    out = [style(header(cmp), "bold")]
+    out = []
+    loud = nondeterminism_text(cmp)
+    if loud:
+        out += [style(f"!! {loud[0]}", "nondeterministic")] + [f"   {line}" for line in loud[1:]] + [""]
+    out.append(style(header(cmp), "bold"))
     if not cmp.groups:
         out.append("no run records found: a run folder holds run.json (python run.py --platform local makes one)")
     for g in cmp.groups:
@@ -163,11 +216,14 @@ def render_text(cmp: Comparison, color: bool = False, width: int | None = None) 
         out += ["", f"  noise band {g.band.describe()}", f"  {counts_text(g)}"]
         pairs = g.pairs(limit=MAX_PAIRS)
         for p in pairs:
-            verdict = style(f"{p.verdict:<16}", p.verdict)
-            out.append(f"  {p.a.label:>3}–{p.b.label:<3} {verdict} Δ accuracy {p.delta_pp:+7.2f} pp   {agreement_text(p)}")
-            out.append(f"           differs: {differences_text(p)}")
+            name = p.verdict.upper() if p.verdict == "nondeterministic" else p.verdict
+            out.append(f"  {p.a.label:>3}–{p.b.label:<3} {cause_line(p, show_all)}")
+            out.append(f"           {style(name, p.verdict)}: {p.reason}")
+            out.append(f"           {evidence_text(p)} · {agreement_text(p)}")
         if g.n_pairs > len(pairs):
-            out.append(f"  … {g.n_pairs - len(pairs)} more pairs (the most divergent are listed; --format json has all)")
+            more = g.n_pairs - len(pairs)
+            out.append(f"  … {more} more pair{'s' if more != 1 else ''} (the loudest verdicts are listed; "
+                       "--format json has all)")
         if 3 <= len(g.compared) <= MAX_MATRIX:
             labels = [v.label for v in g.compared]
             out += ["", f"  verdict matrix: {MATRIX_LEGEND}", "       " + " ".join(f"{l:>2}" for l in labels)]
@@ -213,8 +269,12 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
-def render_markdown(cmp: Comparison) -> str:
-    out = ["# Run comparison", "", header(cmp) + ".", ""]
+def render_markdown(cmp: Comparison, show_all: bool = False) -> str:
+    out = ["# Run comparison", ""]
+    loud = nondeterminism_text(cmp)
+    if loud:
+        out += [f"> **⚠ {_md(loud[0])}**", ">"] + [f"> - {_md(line)}" for line in loud[1:]] + [""]
+    out += [header(cmp) + ".", ""]
     if cmp.groups:
         out += ["| experiment | name | runs | verdicts |", "|---|---|---:|---|"]
         out += [f"| `{g.short_key}` | {_md(g.name)} | {len(g.runs)} | {_md(counts_text(g))} |" for g in cmp.groups]
@@ -241,12 +301,18 @@ def render_markdown(cmp: Comparison) -> str:
         out += ["", f"**Noise band** {_md(g.band.describe())}.", "", f"**Verdicts** {_md(counts_text(g))}.", ""]
         pairs = g.pairs(limit=MAX_PAIRS)
         if pairs:
-            out += ["| pair | verdict | Δ accuracy | prediction agreement | what differs |", "|---|---|---:|---|---|"]
+            out += ["| pair | cause | verdict | Δ accuracy (95 % CI) | McNemar p | prediction agreement |",
+                    "|---|---|---|---:|---:|---|"]
             for p in pairs:
-                out.append(f"| {p.a.label}–{p.b.label} | **{p.verdict}** | {p.delta_pp:+.2f} pp | "
-                           f"{_md(agreement_text(p))} | {_md(differences_text(p))} |")
+                ci = p.ci_pp
+                interval = f" ({ci[0]:+.2f} to {ci[1]:+.2f})" if ci else ""
+                test = p.test
+                verdict = "**NONDETERMINISTIC** ⚠" if p.verdict == "nondeterministic" else f"**{p.verdict}**"
+                out.append(f"| {p.a.label}–{p.b.label} | {_md(cause_line(p, show_all))} | {verdict}: {_md(p.reason)} | "
+                           f"{pp(p.delta_pp)}{interval} | {fmt_p(test.p) + f' ({test.b} vs {test.c})' if test else '—'} | "
+                           f"{_md(agreement_text(p))} |")
             if g.n_pairs > len(pairs):
-                out.append(f"\n… {g.n_pairs - len(pairs)} more pairs (the most divergent are listed; json has all).")
+                out.append(f"\n… {g.n_pairs - len(pairs)} more pairs (the loudest verdicts are listed; json has all).")
         if 3 <= len(g.compared) <= MAX_MATRIX:
             labels = [v.label for v in g.compared]
             out += ["", f"Verdict matrix — {MATRIX_LEGEND}", "", "| | " + " | ".join(labels) + " |",
@@ -265,15 +331,17 @@ CSV_COLUMNS = ("experiment", "label", "run_id", "source", "platform", "status", 
                "data_source", "backend", "device", "python", "tensorflow", "keras", "jax", "torch", "numpy",
                "op_determinism", "threads_intra_op", "threads_inter_op", "epochs_ran", "epochs", "test_accuracy",
                "test_loss", "seconds_per_epoch", "total_seconds", "weights_sha256", "predictions_sha256",
-               "noise_band_pp", "noise_band_origin", "differs_in_experiment", "verdicts", "no_verdict_because")
+               "noise_band_pp", "noise_band_origin", "noise_band_low_pp", "noise_band_high_pp", "differs_in_experiment",
+               "verdicts", "no_verdict_because")
 
 
-def render_csv(cmp: Comparison) -> str:
+def render_csv(cmp: Comparison, show_all: bool = False) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for g in cmp.groups:
         index = {id(v): i for i, v in enumerate(g.compared)}
+        band_limits = [round(x, 6) for x in g.band.pp_ci] if g.band.pp_ci else ["", ""]
         for v in g.runs:
             f = v.fields
             threads = f["threads"] or {}
@@ -286,13 +354,15 @@ def render_csv(cmp: Comparison) -> str:
                         f["op_determinism"], threads.get("intra_op"), threads.get("inter_op"),
                         f["epochs"]["ran"], f["epochs"]["of"], f["test_accuracy"], f["test_loss"], f["epoch_seconds"],
                         f["total_seconds"], f["weights_sha256"], f["predictions_sha256"], round(g.band.pp, 6),
-                        g.band.origin, ";".join(g.differing_rows), verdicts, v.excluded or ""])
+                        g.band.origin, *band_limits,
+                        ";".join(g.differing_rows), verdicts, v.excluded or ""])
     return buf.getvalue()
 
 
 # --- JSON (documented in results/COMPARE_JSON.md) ---------------------------------------------
 
 def comparison_dict(cmp: Comparison) -> dict[str, Any]:
+    # What compare computes is finite (accuracies are in [0, 1]); what records hold passes _finite.
     return {
         "format": "harness-compare",
         "format_version": JSON_FORMAT_VERSION,
@@ -300,6 +370,9 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
         "tolerance_pp": cmp.tolerance_pp,
         "n_runs": cmp.n_runs,
         "verdict_counts": cmp.verdict_counts(),
+        "nondeterminism": [{"experiment_hash": g.key, "a": p.a.label, "b": p.b.label, "run_a": p.a.run_id,
+                            "run_b": p.b.run_id, "delta_accuracy_pp": p.delta_pp, "equal": equal_facets(p)}
+                           for g, p in cmp.nondeterministic()],
         "experiments": [_group_dict(g) for g in cmp.groups],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in cmp.skipped],
     }
@@ -318,30 +391,37 @@ def _group_dict(g: Group) -> dict[str, Any]:
                   "fields": _finite(v.fields), "facets": v.facets, "verdicts": v.excluded is None,
                   "no_verdict_because": v.excluded} for v in g.runs],
         "differing_rows": g.differing_rows,
-        "noise_band": {"pp": g.band.pp, "origin": g.band.origin, "seeds": g.band.seeds, "sd_pp": g.band.sd_pp,
-                       "description": g.band.describe()},
+        "noise_band": {"pp": g.band.pp, "origin": g.band.origin, "assumed": g.band.assumed, "seeds": g.band.seeds,
+                       "sd_pp": g.band.sd_pp, "sd_ci_pp": list(g.band.sd_ci_pp) if g.band.sd_ci_pp else None,
+                       "pp_ci": list(g.band.pp_ci) if g.band.pp_ci else None,
+                       "target_width_pp": g.band.target_width_pp, "seeds_for_target": g.band.seeds_for_target,
+                       "repeat_command": g.band.repeat_command, "description": g.band.describe()},
         "verdict_counts": g.verdict_counts(),
         "pairs": [_pair_dict(p) for p in g.pairs()],
     }
 
 
 def _finite(value: Any) -> Any:
-    """A record's values with NaN and infinities (which json.loads accepts) as null: strict JSON out."""
+    """Values with NaN and infinities (which json.loads accepts in a record) as null: strict JSON out."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
 
 
 def _pair_dict(p: Pair) -> dict[str, Any]:
-    ag = p.agreement
+    ag, test, ci = p.agreement, p.test, p.ci_pp
     return {
         "a": p.a.label, "b": p.b.label, "run_a": p.a.run_id, "run_b": p.b.run_id,
         "verdict": p.verdict,
+        "reason": p.reason,
+        "causes": {cause: [d.what for d in p.by_cause(cause)] for cause in CAUSES},
         "delta_accuracy_pp": p.delta_pp,
+        "delta_ci_pp": list(ci) if ci else None,
+        "mcnemar": None if test is None else {"b": test.b, "c": test.c, "p": test.p},
         "differences": [d.what for d in p.differences],  # the values: each run's "facets"
         "agreement": {"n": ag.n, "same_class": ag.same_class, "share": ag.share,
                       "a_right_b_wrong": ag.a_right_b_wrong, "b_right_a_wrong": ag.b_right_a_wrong, "note": ag.note},
@@ -351,15 +431,15 @@ def _pair_dict(p: Pair) -> dict[str, Any]:
 COMPACT_JSON_PAIRS = 2000  # past this many pairs the JSON is written without indentation
 
 
-def render_json(cmp: Comparison) -> str:
+def render_json(cmp: Comparison, show_all: bool = True) -> str:
     compact = sum(g.n_pairs for g in cmp.groups) > COMPACT_JSON_PAIRS
     return json.dumps(comparison_dict(cmp), indent=None if compact else 1, allow_nan=False, default=str) + "\n"
 
 
-def render_html(cmp: Comparison) -> str:
+def render_html(cmp: Comparison, show_all: bool = False) -> str:
     from results.html import render_html as html  # matplotlib is imported only for this format
 
-    return html(cmp)
+    return html(cmp, show_all)
 
 
 FORMATS: dict[str, Callable[..., str]] = {

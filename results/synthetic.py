@@ -120,7 +120,8 @@ def _environment(machine: str, deterministic: bool) -> tuple[dict[str, Any], dic
         "cpu": {"model": m["cpu"], "numeric_flags": m["flags"], "logical_cores": m["cores"],
                 "affinity_cores": m["cores"]},
         "gpus": m["gpus"], "packages": packages, "env": dict(m["env"]),
-        "harness": {"commit": "008a49dd67f5cd71e210b40d38902dd250e3c9c6", "dirty": False},
+        "harness": {"commit": "008a49dd67f5cd71e210b40d38902dd250e3c9c6", "dirty": False,
+                    "code_sha256": hashlib.sha256(b"the computing code of the synthetic harness").hexdigest()},
         "platform_info": {"name": m["platform"]}, "runtime": runtime,
     }
     determinism = {"seed": None, "op_determinism": deterministic, "set_random_seed": True,

@@ -79,3 +79,18 @@ def backends_installed():
     missing = [b for b in backend.BACKENDS if not backend.installed(b)]
     assert not missing, f"`make backends` ran, yet {missing} cannot be imported by {sys.executable}"
     return backend.BACKENDS
+
+
+@pytest.fixture(scope="session")
+def image_envs():
+    """The Kaggle and CodaLab image environments, built once per session by `make images` (idempotent:
+    cached in the user cache folder, so a fresh clone's `make test` builds them and later runs reuse them)."""
+    from adapters.remote import images
+
+    # -o: never (re)install the harness's own venv from here; the interpreter running the tests is the one
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "images", f"PY={sys.executable}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, f"make images failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    envs = {p: images.cached_env(images.load_image(p)) for p in ("kaggle", "codalab")}
+    assert all(envs.values()), f"make images left no environment for {[p for p, e in envs.items() if not e]}"
+    return envs

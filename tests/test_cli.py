@@ -32,7 +32,7 @@ def test_help_lists_commands_and_platforms():
     (["--split", "1.5"], 2, "split: must be in (0, 1]"),
     (["--set", "layers.0.type=Conv9D"], 2, "layers[0].type: unknown layer 'Conv9D'"),
     (["--spec", "nope"], 2, "no such file or preset"),
-    (["--platform", "colab"], 2, "unknown platform 'colab'; valid platforms are: codalab, comet, kaggle, local, openml"),
+    (["--platform", "colab"], 2, "unknown platform 'colab'; valid platforms are: beat, codalab, comet, kaggle, local, openml"),
 ])
 def test_bad_input_is_one_message_exit_code_and_nothing_written(tmp_path, args, code, message):
     out = run_cli(*args, "--runs-dir", str(tmp_path / "runs"))

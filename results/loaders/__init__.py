@@ -25,6 +25,7 @@ LOADERS = Registry("loader", {
     "codalab": "results.loaders.codalab:CodaLabBundleLoader",
     "comet": "results.loaders.comet:CometArchiveLoader",
     "openml": "results.loaders.openml:OpenMLRunLoader",
+    "beat": "results.loaders.beat:BeatBundleLoader",
 })
 MAX_DEPTH = 4  # how deep `discover` looks inside a folder of folders
 

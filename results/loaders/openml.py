@@ -3,11 +3,12 @@
 `run.py --platform openml` saves one inside each record (`<record>/openml/`);
 the same files can be copied anywhere, or fetched from the server by run id
 (`load_openml_run`). The flow's parameters are the spec's keys (see
-adapters/openml.py), so the spec and its hash are rebuilt exactly; a run whose
-only split is a contiguous block of rows (the official holdout: rows
-60,000-69,999) also gets `test_accuracy`, `test_loss` and its predictions, so
-`compare` can set it beside native records. XML and ARFF are read with
-xmltodict and liac-arff; `openml` is imported only to fetch by id.
+adapters/openml.py), so the spec and its hash are rebuilt exactly. An OpenML
+run follows its task's protocol (task 3573: 10-fold cross-validation over all
+70,000 rows), never the official 60,000/10,000 split, so it gets per-split
+accuracies (`openml_split_accuracy`, `openml_predictive_accuracy`), never a
+`test_accuracy` or test-set predictions. XML and ARFF are read with xmltodict
+and liac-arff; `openml` is imported only to fetch by id.
 """
 from __future__ import annotations
 
@@ -20,22 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from core.record import SCHEMA_VERSION, predictions_sha256
+from core.record import SCHEMA_VERSION
 from core.spec import canonical_json
 from results.loaders import LoadedRun, Loader, LoaderError
 
 FLOW_PREFIX = "mnist_harness.keras.Sequential"  # as adapters/openml.py names the harness's flows
 FILES = ("description.xml", "predictions.arff")
-
-
-@dataclasses.dataclass
-class OpenMLLoadedRun(LoadedRun):
-    """A loaded run whose predictions come from predictions.arff (holdout runs only)."""
-
-    prediction_array: np.ndarray | None = None
-
-    def predictions(self) -> np.ndarray | None:
-        return self.prediction_array
 
 
 @dataclasses.dataclass
@@ -111,7 +102,7 @@ def load_openml_run(run_id: int, cache: str | Path | None = None) -> LoadedRun:
     return to_loaded_run(saved, Path(f"openml-run-{run_id}"), "openml")
 
 
-def to_loaded_run(saved: SavedRun, source: Path, loader: str) -> OpenMLLoadedRun:
+def to_loaded_run(saved: SavedRun, source: Path, loader: str) -> LoadedRun:
     """The run.json-shaped record of a harness OpenML run."""
     experiment = spec_from_flow(saved.flow_name, saved.parameters)
     name = re.search(r"spec_name: ([^;\s]+)", saved.predictions.get("description") or "")
@@ -119,7 +110,8 @@ def to_loaded_run(saved: SavedRun, source: Path, loader: str) -> OpenMLLoadedRun
     columns = [name for name, _ in saved.predictions["attributes"]]
     try:
         col = {name: columns.index(name) for name in ("repeat", "fold", "row_id", "prediction", "correct")}
-        confidence = [columns.index(f"confidence.{d}") for d in range(10)]
+        for d in range(10):
+            columns.index(f"confidence.{d}")
     except ValueError as e:
         raise LoaderError(f"predictions.arff is not a classification run's predictions ({e})") from None
     lines = saved.predictions["data"]
@@ -130,17 +122,7 @@ def to_loaded_run(saved: SavedRun, source: Path, loader: str) -> OpenMLLoadedRun
                 for (r, f), ls in sorted(splits.items())}
     metrics: dict[str, Any] = {"openml_predictive_accuracy": float(np.mean(list(accuracy.values()))) if accuracy else None,
                                "openml_splits": len(splits)}
-    prediction_array = None
     data = {"source": f"OpenML task {saved.task_id}", "n_train": None, "n_test": len(lines)}
-    holdout = _holdout(lines, col["row_id"]) if len(splits) == 1 else None
-    if holdout is not None:  # the predictions of one contiguous test set, in row order
-        ordered = [holdout[row] for row in sorted(holdout)]
-        prediction_array = np.array([int(l[col["prediction"]]) for l in ordered], dtype=np.uint8)
-        truth = np.array([int(l[col["correct"]]) for l in ordered])
-        p_true = np.array([float(l[confidence[t]]) for l, t in zip(ordered, truth)])
-        metrics["test_accuracy"] = float((prediction_array == truth).mean())
-        metrics["test_loss"] = float(-np.log(np.clip(p_true, 1e-7, 1 - 1e-7)).mean())
-        data["test_rows"] = [min(holdout), max(holdout)]
     digest = hashlib.sha256(canonical_json([saved.task_id, saved.flow_name, lines]).encode()).hexdigest()
     run_id = f"openml-run-{saved.run_id}" if saved.run_id else f"openml-task{saved.task_id}-{digest[:12]}"
     links = {k: v for k, v in {"task_id": saved.task_id, "flow_id": saved.flow_id, "run_id": saved.run_id,
@@ -152,11 +134,10 @@ def to_loaded_run(saved: SavedRun, source: Path, loader: str) -> OpenMLLoadedRun
         "data_digest": None, "data": data, "seed": spec.get("seed"), "determinism": {},
         "environment": {"openml": {"flow": saved.flow_name, "external_version": saved.flow_external_version}},
         "timings": {}, "metrics": metrics, "openml_split_accuracy": accuracy,
-        "weights_sha256": None,
-        "predictions_sha256": predictions_sha256(prediction_array) if prediction_array is not None else None,
+        "weights_sha256": None, "predictions_sha256": None,
         "links": {"openml": links},
     }
-    return OpenMLLoadedRun(run=record, source=source, loader=loader, prediction_array=prediction_array)
+    return LoadedRun(run=record, source=source, loader=loader)
 
 
 def spec_from_flow(flow_name: str, parameters: dict[str, str]) -> dict[str, Any]:
@@ -186,13 +167,6 @@ def spec_from_flow(flow_name: str, parameters: dict[str, str]) -> dict[str, Any]
 def _spec_hash(spec: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the spec, as `ExperimentSpec.hash` computes it."""
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
-
-
-def _holdout(lines: list, row_col: int) -> dict[int, list] | None:
-    rows = {int(line[row_col]): line for line in lines}
-    if len(rows) != len(lines) or max(rows) - min(rows) + 1 != len(rows):
-        return None
-    return rows
 
 
 def _int(value: Any) -> int | None:

@@ -85,13 +85,23 @@ def _feature(index: int, name: str, data_type: str, target: bool = False) -> str
             f"    <oml:number_of_missing_values>0</oml:number_of_missing_values>\n  </oml:feature>\n")
 
 
+# Supervised-classification (task type 1) cross-validation procedures as the server numbers them,
+# by (repeats, folds): OpenML's data/sql/estimation_procedure.sql.
+CLASSIFICATION_CV = {(1, 10): 1, (5, 2): 2, (10, 10): 3, (100, 10): 23, (1, 4): 25}
+
+
 def write_task(cache: Path, task_id: int, splits: list[tuple[int, int, np.ndarray, np.ndarray]],
-               dead_url: str, procedure: str = "crossvalidation") -> Path:
-    """A supervised classification task on 554 with the given (repeat, fold, train rows, test rows) splits."""
+               dead_url: str) -> Path:
+    """A supervised classification task on 554 with the given (repeat, fold, train rows, test rows) splits.
+
+    The estimation procedure is the server's cross-validation procedure with that many
+    repeats and folds; there must be one (a KeyError says there is not).
+    """
     folder = cache / "tasks" / str(task_id)
-    folder.mkdir(parents=True)
     folds = 1 + max(f for _, f, _, _ in splits)
     repeats = 1 + max(r for r, _, _, _ in splits)
+    procedure_id = CLASSIFICATION_CV[(repeats, folds)]
+    folder.mkdir(parents=True)
     (folder / "task.xml").write_text(f"""<oml:task xmlns:oml="http://openml.org/openml">
   <oml:task_id>{task_id}</oml:task_id>
   <oml:task_name>Task {task_id}: mnist_784 (Supervised Classification)</oml:task_name>
@@ -105,8 +115,8 @@ def write_task(cache: Path, task_id: int, splits: list[tuple[int, int, np.ndarra
   </oml:input>
   <oml:input name="estimation_procedure">
     <oml:estimation_procedure>
-      <oml:id>{1 if procedure == "crossvalidation" else 24}</oml:id>
-      <oml:type>{procedure}</oml:type>
+      <oml:id>{procedure_id}</oml:id>
+      <oml:type>crossvalidation</oml:type>
       <oml:data_splits_url>{dead_url}/api_splits/get/{task_id}/Task_{task_id}_splits.arff</oml:data_splits_url>
       <oml:parameter name="number_repeats">{repeats}</oml:parameter>
       <oml:parameter name="number_folds">{folds}</oml:parameter>
@@ -148,3 +158,92 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int = 0) -> list[tu
         fold_of[rows] = np.arange(len(rows)) % n_folds
     rows = np.arange(len(labels))
     return [(0, f, rows[fold_of != f], rows[fold_of == f]) for f in range(n_folds)]
+
+
+# --- A loopback OpenML server: answers uploads, keeps what was posted -------------------------
+
+class UploadServer:
+    """The three upload calls the harness makes (flow/exists, flow/, run/) on 127.0.0.1, answered the
+    way the server's Api_flow/Api_run controllers answer them (the answer documents are those of
+    openml_OS/views/pages/api_new/v1/xml/implementation-exists, implementation-upload and run-upload),
+    every request kept for the test.
+
+    `refuse` = (code, message) answers a run upload with the server's error document
+    (error-message.tpl.php) and HTTP 412, `returnError`'s default (openml_OS/core/MY_Api_Model.php).
+    """
+
+    FLOW_ID, RUN_ID = 4242, 777
+
+    def __init__(self, refuse: tuple[int, str] | None = None):
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        self.refuse = refuse
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fields = parse_form(self.headers.get("Content-Type", ""), body)
+                outer.requests.append({"method": "POST", "path": self.path, "fields": fields, "size": len(body)})
+                status, text = outer.answer(self.path, fields)
+                self._send(status, text)
+
+            def do_GET(self):
+                outer.requests.append({"method": "GET", "path": self.path, "fields": {}, "size": 0})
+                self._send(412, error_xml(100, "not served by the test server"))
+
+            def _send(self, status, text):
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api/v1/xml"
+
+    def answer(self, path: str, fields: dict) -> tuple[int, str]:
+        oml = 'xmlns:oml="http://openml.org/openml"'
+        if path.endswith("/flow/exists"):
+            return 200, f"<oml:flow_exists {oml}><oml:exists>false</oml:exists><oml:id>-1</oml:id></oml:flow_exists>"
+        if path.endswith("/flow/"):
+            return 200, f"<oml:upload_flow {oml}><oml:id>{self.FLOW_ID}</oml:id></oml:upload_flow>"
+        if path.endswith("/run/"):
+            if self.refuse:
+                return 412, error_xml(*self.refuse)
+            return 200, f"<oml:upload_run {oml}><oml:run_id>{self.RUN_ID}</oml:run_id></oml:upload_run>"
+        return 412, error_xml(100, f"unknown call {path}")
+
+    def posted(self, suffix: str) -> list[dict]:
+        return [r["fields"] for r in self.requests if r["method"] == "POST" and r["path"].endswith(suffix)]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def error_xml(code: int, message: str) -> str:
+    return (f'<oml:error xmlns:oml="http://openml.org/openml"><oml:code>{code}</oml:code>'
+            f"<oml:message>{message}</oml:message></oml:error>")
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, bytes]:
+    """A multipart/form-data or urlencoded body as {field name: bytes}, parsed by the standard library."""
+    import email.parser
+    import email.policy
+    from urllib.parse import parse_qs
+
+    if content_type.startswith("multipart/form-data"):
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.iter_parts()}
+    return {k: v[0].encode() for k, v in parse_qs(body.decode()).items()}

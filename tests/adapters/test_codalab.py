@@ -1,10 +1,12 @@
-"""CodaLab: the bundle, the run inside a simulated worker, and the `cl` commands.
+"""CodaLab: the bundle, the run inside a worker that behaves like CodaLab's, and the `cl` commands.
 
-The worker is simulated as CodaLab's worker runs a bundle (codalab/worker/docker_utils.py):
-a fresh working directory with each dependency under its key, read-only, HOME set to
-the working directory, CODALAB=true, and the manifest's command run as
-`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`. `pull` drives the real `cl` 1.7.5
-(.venv-codalab) against a loopback stand-in of the server's REST API
+The worker is `run.py preflight codalab` (adapters/remote/preflight.py), laid out as CodaLab's
+worker runs a bundle (codalab/worker/worker_run_state.py, docker_utils.py): the run bundle in a
+folder named after its uuid, each dependency read-only in `<uuid>_dependencies/<key>` and reached
+by a symlink `<key>`, HOME the bundle folder, CODALAB=true, the command as
+`/bin/bash -c '( COMMAND; ) >stdout 2>stderr'`, run as a non-root user without network, by the
+image-like interpreter (`make images`: Python 3.11, tensorflow-cpu 2.21.0, no PyYAML). `pull`
+drives the real `cl` 1.7.5 (.venv-codalab) against a loopback stand-in of the server's REST API
 (tests/adapters/codalab_server.py); the real parser and codalab-run.sh end to end are in
 tests/adapters/test_codalab_cli.py.
 """
@@ -79,33 +81,30 @@ def worker_env(work: Path, tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def worker(bundle, tmp_path_factory) -> types.SimpleNamespace:
-    """The bundle run in a simulated worker, and the same spec run locally (in parallel)."""
+def worker(bundle, image_envs, tmp_path_factory) -> types.SimpleNamespace:
+    """The bundle run by `run.py preflight codalab` (which also runs the same spec locally, in parallel)."""
     tmp = tmp_path_factory.mktemp("worker")
-    work = tmp / "0x5d0d2b3d9c0e4c5f8a6e2a1b3c4d5e6f"  # the worker's working directory is /<run bundle uuid>
-    work.mkdir()
-    deps = {d["key"]: work / d["key"] for d in bundle.manifest["dependencies"]}
-    for key, dest in deps.items():
-        shutil.copytree(bundle.dir / bundle.manifest["bundles"][key]["path"], dest)
-        subprocess.run(["chmod", "-R", "a-w", str(dest)], check=True)
+    deps = {d["key"]: bundle.dir / bundle.manifest["bundles"][d["key"]]["path"]
+            for d in bundle.manifest["dependencies"]}
     before = {key: snapshot(dest) for key, dest in deps.items()}
-    command = bundle.manifest["command"]
-    proc = subprocess.Popen(["/bin/bash", "-c", f"( {command}; ) >stdout 2>stderr"], cwd=work,
-                            env=worker_env(work, tmp))
-    local_runs = tmp / "local-runs"
-    local = subprocess.Popen([sys.executable, "run.py", "--platform", "local", *TINY, "--runs-dir", str(local_runs)],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    local_out, _ = local.communicate(timeout=900)
-    rc = proc.wait(timeout=900)
+    runs = tmp / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "CODALAB"}
+    proc = subprocess.run([sys.executable, "run.py", "preflight", "codalab", str(bundle.dir), "--offline",
+                           "--keep-sandbox", "--runs-dir", str(runs)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800)
     after = {key: snapshot(dest) for key, dest in deps.items()}
-    yield types.SimpleNamespace(work=work, tmp=tmp, rc=rc, deps=deps, before=before, after=after,
-                                local_rc=local.returncode, local_out=local_out, local_runs=local_runs)
-    for dest in deps.values():
-        subprocess.run(["chmod", "-R", "u+w", str(dest)], check=False)
+    kept = re.search(r"^\[preflight\] sandbox kept: (.+)$", proc.stderr, re.M)
+    sandbox_root = Path(kept.group(1)) if kept else tmp / "no-sandbox"
+    work = next(sandbox_root.glob("0x*[0-9a-f]"), sandbox_root / "0x-missing")
+    records = {json.loads((p / "run.json").read_text())["platform"]: p for p in runs.iterdir()} if runs.is_dir() else {}
+    yield types.SimpleNamespace(work=work, tmp=tmp, rc=proc.returncode, out=proc.stdout, err=proc.stderr, deps=deps,
+                                before=before, after=after, records=records, env=image_envs["codalab"])
+    subprocess.run(["rm", "-rf", str(sandbox_root)], check=False)
 
 
 def stderr_tail(work: Path) -> str:
-    return "\n".join((work / "stderr").read_text(errors="replace").splitlines()[-15:])
+    stderr = work / "stderr"
+    return "\n".join(stderr.read_text(errors="replace").splitlines()[-15:]) if stderr.is_file() else f"no {stderr}"
 
 
 # --- The bundle ------------------------------------------------------------------------
@@ -289,8 +288,12 @@ def test_bundle_refuses_bad_resources_and_a_used_out_folder(tmp_path, capsys):
 
 # --- Inside the worker --------------------------------------------------------------------
 
+def worker_failed(worker) -> str:
+    return f"{stderr_tail(worker.work)}\n{worker.err[-2000:]}"
+
+
 def test_worker_run_completes_a_record_in_the_working_directory(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.rc == 0, worker_failed(worker)
     records = list((worker.work / "runs").iterdir())
     assert len(records) == 1 and not records[0].name.startswith(".")
     run = json.loads((records[0] / "run.json").read_text())
@@ -299,10 +302,33 @@ def test_worker_run_completes_a_record_in_the_working_directory(worker):
                            "verified_by": "sha256"}
     info = run["environment"]["platform_info"]
     assert info["in_worker"] is True and info["run_bundle_uuid"] == worker.work.name
+    assert re.match(r"^0x[0-9a-f]{32}$", worker.work.name)
     assert info["bundle"]["bundles"]["code"].startswith("mnist-harness-code-")
     # No git in the worker: the commit comes from the stamp the bundle was built with.
     assert run["environment"]["harness"] == {**git_state(), "from": HARNESS_STAMP}
     assert (records[0] / "model.h5").is_file() and (records[0] / "predictions.npy").is_file()
+    # The image's interpreter: TensorFlow as the tensorflow-cpu distribution, read as 2.21.0.
+    installed = worker.env.packages()
+    assert installed["tensorflow-cpu"] == "2.21.0" and "tensorflow" not in installed and "pyyaml" not in installed
+    assert run["environment"]["packages"]["tensorflow"] == "2.21.0"
+    assert run["environment"]["packages"]["keras"] == installed["keras"]
+    assert run["environment"]["python"].startswith("3.11.")
+
+
+def test_worker_runs_as_a_non_root_user_with_symlinked_read_only_dependencies(worker):
+    assert worker.rc == 0, worker_failed(worker)
+    for key in worker.deps:  # ./<key> -> /<uuid>_dependencies/<key>, as the worker links them
+        link = worker.work / key
+        mount = worker.work.parent / f"{worker.work.name}_dependencies" / key
+        assert link.is_symlink() and Path(os.readlink(link)) == mount
+    adopted = json.loads((worker.records["codalab"] / "run.json").read_text())["environment"]["platform_info"]
+    iso = adopted["preflight_isolation"]
+    if os.geteuid() == 0:  # as root a test proves nothing: root writes through read-only files
+        assert iso["uid"] != 0 and iso["network_off"] is True and iso["inputs"] == "read-only bind mounts"
+        assert (worker.work / "runs").stat().st_uid == iso["uid"] != 0
+    else:
+        assert iso["uid"] == os.geteuid()
+    assert adopted["preflight"] is True and (worker.records["codalab"] / "codalab" / "stderr").is_file()
 
 
 def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
@@ -318,26 +344,29 @@ def test_worker_log_is_the_runs_not_tensorflows_native_log(worker):
 
 
 def test_worker_writes_nothing_into_the_dependencies(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.rc == 0, worker_failed(worker)
     for key in worker.deps:
         assert worker.after[key] == worker.before[key], f"{key}/ changed during the run"
     assert not list(worker.deps["code"].rglob("__pycache__"))
 
 
 def test_worker_imports_the_vendored_pyyaml_without_network_or_install(bundle, worker):
-    env = worker_env(worker.work, worker.tmp / "probe")
+    env = {"PATH": f"{worker.env.folder / 'bin'}:/usr/bin:/bin", "HOME": str(bundle.dir), "CODALAB": "true"}
+    bare = subprocess.run(["/bin/bash", "-c", "python -B -c 'import yaml'"], cwd=bundle.dir, env=env,
+                          capture_output=True, text=True)
+    assert "No module named 'yaml'" in bare.stderr  # the image has none
     probe = subprocess.run(["/bin/bash", "-c", "PYTHONPATH=code/vendor python -B -c "
                             "'import yaml; print(yaml.__file__, yaml.__with_libyaml__)'"],
-                           cwd=worker.work, env=env, capture_output=True, text=True, check=True)
+                           cwd=bundle.dir, env=env, capture_output=True, text=True, check=True)
     path, with_libyaml = probe.stdout.split()
-    assert Path(path).resolve() == (worker.work / "code" / "vendor" / "yaml" / "__init__.py").resolve()
+    assert Path(path).resolve() == (bundle.dir / "code" / "vendor" / "yaml" / "__init__.py").resolve()
     assert with_libyaml == "False"
 
 
 def test_worker_record_loads_beside_a_local_run_of_the_same_spec(worker):
-    assert worker.rc == 0, stderr_tail(worker.work)
-    assert worker.local_rc == 0, worker.local_out[-2000:]
-    runs, skipped = discover([worker.work, worker.local_runs])
+    assert worker.rc == 0, worker_failed(worker)
+    assert "local" in worker.records, worker.err[-2000:]
+    runs, skipped = discover([worker.work, worker.records["local"]])
     assert not skipped
     by_platform = {r.run["platform"]: r for r in runs}
     assert set(by_platform) == {"codalab", "local"}
@@ -348,6 +377,7 @@ def test_worker_record_loads_beside_a_local_run_of_the_same_spec(worker):
     # Same machine, same TensorFlow, op determinism on: the worker must not change a single prediction.
     assert cl.run["predictions_sha256"] == local.run["predictions_sha256"]
     assert np.array_equal(cl.predictions(), local.predictions())
+    assert worker.out.splitlines()[0].startswith("codalab image: identical to local")
 
 
 def test_worker_without_the_data_dependency_fails_with_one_readable_line(bundle, tmp_path):
@@ -390,7 +420,7 @@ def test_push_without_cl_says_how_to_install_it(bundle, tmp_path, monkeypatch, c
 
 
 def test_pull_puts_the_run_record_into_runs(worker, real_cl, tmp_path, monkeypatch, capsys):
-    assert worker.rc == 0, stderr_tail(worker.work)
+    assert worker.rc == 0, worker_failed(worker)
     # The run bundle as the worker uploads it: its working directory without the mounted dependencies.
     contents = tmp_path / "run-bundle"
     shutil.copytree(worker.work, contents, ignore=lambda d, names: [n for n in names if Path(d) == worker.work

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from adapters.openml import build_flow, get_task, prediction_rows, save_run
-from core.record import predictions_sha256
 from core.spec import load_spec
 from results.loaders import discover
 from results.loaders.openml import LoaderError, load_openml_run, spec_from_flow
@@ -62,32 +61,47 @@ def test_spec_and_hash_are_rebuilt_from_the_flow(overrides):
     assert spec_from_flow(flow.name, flow.parameters) == spec.experiment_dict()
 
 
-def test_holdout_run_gets_test_metrics_and_predictions_in_row_order(offline, tmp_path):
+def four_folds(n: int) -> list:
+    """4-fold cross-validation splits (the server's procedure 25) of n rows, row r in fold r % 4."""
+    rows = np.arange(n)
+    return [(0, f, rows[rows % 4 != f], rows[rows % 4 == f]) for f in range(4)]
+
+
+def test_cv_run_gets_per_split_accuracies_and_never_a_test_set_accuracy(offline, tmp_path):
     labels, dead, cache = offline
-    test_rows = np.arange(40, N)
-    write_task(cache, 7, [(0, 0, np.arange(40), test_rows)], dead, procedure="customholdout")
+    splits = four_folds(N)
+    write_task(cache, 7, splits, dead)
     spec = load_spec("canonical")
     rng = np.random.default_rng(2)
-    shuffled = rng.permutation(test_rows)  # OpenML's split files need not be sorted
-    rows = saved_run(tmp_path / "saved", get_task(7), spec, [(0, 0, shuffled)], labels, rng)
+    rows = saved_run(tmp_path / "saved", get_task(7), spec, [(r, f, test) for r, f, _, test in splits], labels, rng)
     (loaded,), skipped = discover([tmp_path / "saved"])
     assert not skipped
-    by_row = {int(r[3]): r for r in rows}
-    expected = np.array([int(by_row[r][4]) for r in test_rows], dtype=np.uint8)
-    assert np.array_equal(loaded.predictions(), expected)
-    assert loaded.run["predictions_sha256"] == predictions_sha256(expected)
-    truth = labels[test_rows]
-    assert loaded.run["metrics"]["test_accuracy"] == pytest.approx((expected == truth).mean())
-    p_true = [float(by_row[r][6 + labels[r]]) for r in test_rows]
-    assert loaded.run["metrics"]["test_loss"] == pytest.approx(-np.mean(np.log(np.clip(p_true, 1e-7, 1 - 1e-7))))
+    per_split = {f: np.mean([r[4] == r[5] for r in rows if r[1] == f]) for f in range(4)}
+    assert loaded.run["openml_split_accuracy"] == pytest.approx({f"repeat 0 fold {f}": a for f, a in per_split.items()})
+    assert loaded.run["metrics"]["openml_predictive_accuracy"] == pytest.approx(np.mean(list(per_split.values())))
+    assert loaded.run["metrics"]["openml_splits"] == 4 and "test_accuracy" not in loaded.run["metrics"]
+    assert loaded.predictions() is None and loaded.run["predictions_sha256"] is None
     assert loaded.run["spec_hash"] == spec.hash and loaded.run["spec"]["name"] == "canonical"
-    assert loaded.run["data"]["test_rows"] == [40, N - 1] and loaded.run["seed"] == 42
+    assert loaded.run["seed"] == 42 and loaded.run["data"]["n_test"] == N
+
+
+def test_one_fold_of_four_reads_the_same_way(offline, tmp_path):
+    labels, dead, cache = offline
+    splits = four_folds(N)
+    write_task(cache, 7, splits, dead)
+    _, fold, _, test = splits[1]
+    saved_run(tmp_path / "one", get_task(7), load_spec("canonical"), [(0, fold, test)], labels,
+              np.random.default_rng(4))
+    (loaded,), _ = discover([tmp_path / "one"])
+    assert loaded.run["metrics"]["openml_splits"] == 1 and "test_accuracy" not in loaded.run["metrics"]
+    assert list(loaded.run["openml_split_accuracy"]) == ["repeat 0 fold 1"]
 
 
 def test_not_a_harness_flow_or_a_broken_file_is_skipped_with_a_reason(offline, tmp_path):
     labels, dead, cache = offline
-    write_task(cache, 7, [(0, 0, np.arange(40), np.arange(40, N))], dead)
-    saved_run(tmp_path / "a", get_task(7), load_spec("canonical"), [(0, 0, np.arange(40, N))], labels,
+    splits = four_folds(N)
+    write_task(cache, 7, splits, dead)
+    saved_run(tmp_path / "a", get_task(7), load_spec("canonical"), [(0, 0, splits[0][3])], labels,
               np.random.default_rng(3))
     flow_xml = tmp_path / "a" / "flow.xml"
     flow_xml.write_text(flow_xml.read_text().replace("mnist_harness.keras.Sequential(", "sklearn.Pipeline("))

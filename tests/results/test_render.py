@@ -5,6 +5,7 @@ import base64
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -51,8 +52,11 @@ def test_text_shows_the_table_the_band_the_pairs_and_the_skipped(mix):
     assert "corrupt run.json" in text and "incomplete" in text
     assert "  * seed " in text and "  * platform " in text  # rows that differ are marked
     assert "    data digest " in text  # and equal rows are not
-    assert "A–B identical" in " ".join(text.split())
-    assert "noise band ±0.30 pp, the default" in text
+    words = " ".join(text.split())
+    assert "A–B same seed; same numerics (1 inert difference: --all) identical: the same weights" in words  # cause first
+    assert "noise band ±0.30 pp, assumed (the default)" in text
+    assert "`python run.py repeat --seeds 8 --seed 44 --spec canonical --epochs 3` measures it" in text
+    assert "McNemar p = " in text and "95 % CI" in text
     assert "verdict matrix" in text
     assert "no verdict: status failed" in text
     assert "in batch_size (128 here, 64 there)" in text
@@ -64,7 +68,7 @@ def test_markdown_has_a_table_per_experiment(mix):
     assert md.startswith("# Run comparison")
     assert "| | **A** | **B** | **C** | **D** | **E** |" in md
     assert "| **seed** ≠ | 42 | 42 | 43 | 42 | 44 |" in md
-    assert "| A–B | **identical** |" in md
+    assert "| A–B | same seed; same numerics (1 inert difference: --all) | **identical**: the same weights" in md
     assert "## Skipped (2)" in md
 
 
@@ -80,21 +84,30 @@ def test_csv_has_one_row_per_run_with_its_verdicts(mix):
 
 def test_json_follows_its_documented_layout(mix):
     doc = json.loads(render_json(compare_paths([mix])))
-    assert (doc["format"], doc["format_version"]) == ("harness-compare", 1)
+    assert (doc["format"], doc["format_version"]) == ("harness-compare", 2)
     assert set(doc) == {"format", "format_version", "paths", "tolerance_pp", "n_runs", "verdict_counts",
-                        "experiments", "skipped"}
+                        "nondeterminism", "experiments", "skipped"}
+    assert doc["nondeterminism"] == [] and set(doc["verdict_counts"]) == set(VERDICTS)
     big = doc["experiments"][0]
     assert set(big) == {"experiment_hash", "name", "summary", "spec", "nearest_experiment", "runs", "differing_rows",
                         "noise_band", "verdict_counts", "pairs"}
     assert len(big["runs"]) == 5 and len(big["pairs"]) == 6  # 4 runs with verdicts
     pair = big["pairs"][0]
-    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "delta_accuracy_pp", "differences", "agreement"}
+    assert set(pair) == {"a", "b", "run_a", "run_b", "verdict", "reason", "causes", "delta_accuracy_pp",
+                         "delta_ci_pp", "mcnemar", "differences", "agreement"}
     assert pair["verdict"] in VERDICTS and pair["agreement"]["n"] == 10000
     assert set(pair["agreement"]) == {"n", "same_class", "share", "a_right_b_wrong", "b_right_a_wrong", "note"}
-    assert big["noise_band"]["origin"] == "default"
+    assert (pair["verdict"], pair["causes"]) == ("identical", {"experiment": [], "numerics": [], "inert": ["platform"]})
+    assert pair["mcnemar"] == {"b": 0, "c": 0, "p": 1.0} and pair["delta_ci_pp"][0] < 0 < pair["delta_ci_pp"][1]
+    other_seed = next(p for p in big["pairs"] if p["causes"]["experiment"] == ["seed"])
+    low, high = other_seed["delta_ci_pp"]
+    assert low <= other_seed["delta_accuracy_pp"] <= high and 0 <= other_seed["mcnemar"]["p"] <= 1
+    band = big["noise_band"]
+    assert band["origin"] == "default" and band["assumed"] is True and band["repeat_command"].startswith("python run.py repeat")
+    assert {"sd_ci_pp", "pp_ci", "target_width_pp", "seeds_for_target"} <= set(band)
     assert big["nearest_experiment"]["differences"] == [{"what": "batch_size", "this": "128", "nearest": "64"}]
     documented = (ROOT / "results" / "COMPARE_JSON.md").read_text()
-    for key in list(big) + list(pair) + list(big["runs"][0]["fields"]):
+    for key in list(doc) + list(big) + list(pair) + list(big["runs"][0]["fields"]) + list(band):
         assert f"`{key}`" in documented, key
 
 
@@ -124,8 +137,12 @@ def test_html_is_one_file_with_inlined_plots_and_no_tensorflow(mix, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "IMPORTED matplotlib\n" in p.stdout  # matplotlib for the plots; never TensorFlow, Keras or an adapter
     assert f"html report: {out}" in p.stdout
+    page = out.read_text()
+    assert "<th>cause</th>" in page and "<th>McNemar p</th>" in page and "<th>95 % CI</th>" in page
+    assert "<summary>1 inert difference</summary>platform local → comet" in page  # --all's list, folded
+    assert "class=alarm" not in page  # no nondeterminism in this folder
     parser = _Images()
-    parser.feed(out.read_text())
+    parser.feed(page)
     assert parser.tags[0] == "html" and "table" in parser.tags
     pngs = [src for src in parser.images if src.startswith("data:image/png;base64,")]
     assert len(pngs) == len(parser.images) >= 4  # verdict matrix, curves, confusion matrices, timings
@@ -176,4 +193,67 @@ def test_a_record_with_odd_values_still_compares_in_every_format(tmp_path, y_tes
             assert render(cmp)
     assert "NaN" not in render_json(cmp)
     odd = next(v for g in cmp.groups for v in g.runs if v.loaded.source == record)
-    assert odd.excluded == "the record has no test accuracy"
+    assert odd.excluded.startswith("the record has no test accuracy")
+
+
+def test_nan_infinite_and_huge_numbers_in_records_never_crash_a_renderer(tmp_path, small_spec, y_test):
+    """#17: a record is untrusted; every format (html too) renders NaN, ±inf, 1e308 and a 400-digit int."""
+    from results.html import render_html
+    from results.render import FORMATS
+
+    write_record(tmp_path, spec=small_spec, labels=y_test)
+    odd_values = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "huge": 1e308,
+                  "bigint": 10 ** 400}
+    for i, (name, x) in enumerate(odd_values.items()):
+        record = write_record(tmp_path, spec=small_spec, labels=y_test, weights=name, seed=50 + i)
+        run = json.loads((record / "run.json").read_text())
+        run["metrics"].update(test_accuracy=x, test_loss=x)
+        run["timings"] = {"epoch_seconds": [x, 1.0], "total_seconds": x, "mean_epoch_seconds": x}
+        run["history"] = {"accuracy": [x], "loss": [x], "val_accuracy": [0.5], "val_loss": [x]}
+        run["determinism"]["threads"] = {"intra_op": x, "inter_op": 2}
+        run["environment"]["cpu"]["logical_cores"] = x
+        (record / "run.json").write_text(json.dumps(run))  # json writes NaN/Infinity; json.loads reads them back
+        (record / "history.csv").write_text(f"epoch,accuracy,loss,seconds\n1,{x},{x},{x}\n")
+        (record / "confusion_matrix.csv").write_text("true\\predicted,0,1\n0," + str(10 ** 400) + ",1\n1,0,5\n")
+    cmp = compare_paths([tmp_path])
+    (group,) = cmp.groups
+    assert len(group.runs) == 6 and len(group.compared) == 1  # no accuracy in [0, 1]: no verdict, still a column
+    odd = [v for v in group.runs if v.excluded]
+    assert all(v.excluded.startswith("the record has no test accuracy") for v in odd) and len(odd) == 5
+    for name, render in FORMATS.items():
+        text = render(cmp) if name != "html" else render_html(cmp)
+        assert text and "Traceback" not in text, name
+    doc = json.loads(render_json(cmp))  # strict JSON: NaN and infinities became null
+    assert "NaN" not in render_json(cmp) and "Infinity" not in render_json(cmp)
+    assert all(r["fields"]["test_accuracy"] is None for r in doc["experiments"][0]["runs"] if not r["verdicts"])
+    text = render_text(cmp).replace(str(tmp_path), "FOLDER")
+    assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE), text  # shown as "—", never as a number
+
+
+def test_huge_but_finite_accuracy_pairs_still_get_a_verdict_and_json(tmp_path, small_spec, y_test):
+    """An accuracy of exactly 0 and 1 (the ends of the allowed range) and a test_loss of 1e308 are judged normally."""
+    a = write_record(tmp_path, spec=small_spec, labels=y_test, weights="a")
+    b = write_record(tmp_path, spec=small_spec, labels=y_test, weights="b", seed=43)
+    for record, acc in ((a, 0.0), (b, 1.0)):
+        run = json.loads((record / "run.json").read_text())
+        run["metrics"].update(test_accuracy=acc, test_loss=1e308)
+        (record / "run.json").write_text(json.dumps(run))
+    cmp = compare_paths([tmp_path])
+    (pair,) = cmp.groups[0].pairs()
+    assert pair.delta_pp == 100.0 and pair.verdict in ("divergent", "within noise")
+    doc = json.loads(render_json(cmp))
+    assert doc["experiments"][0]["pairs"][0]["delta_accuracy_pp"] == 100.0
+    assert "1e+308" in render_text(cmp) or "1e+308" in render_markdown(cmp)
+
+
+def test_all_lists_the_inert_differences_and_the_default_counts_them(mix, tmp_path):
+    plain = subprocess.run([sys.executable, "run.py", "compare", str(mix)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    full = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--all"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert plain.returncode == full.returncode == 0, plain.stderr + full.stderr
+    assert "(1 inert difference: --all)" in plain.stdout and "inert: platform local → comet" not in plain.stdout
+    assert "inert: platform local → comet" in full.stdout and "--all)" not in full.stdout
+    bad = subprocess.run([sys.executable, "run.py", "compare", str(mix), "--band-width", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--band-width must be" in bad.stderr and "Traceback" not in bad.stderr
