@@ -3,14 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BACKENDS_STAMP := $(VENV)/.backends-installed
 
-.PHONY: run test bench data images clean codalab-cli beat-env postgres
+.PHONY: run test bench data backends images clean codalab-cli beat-env postgres
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
+
+# JAX and PyTorch for `--backend jax|torch`, into the same .venv: pip's resolver finds them
+# compatible with every pin of requirements.txt (installed together, so it keeps them), and the
+# backend tests load a model saved under JAX or torch under TensorFlow in one interpreter.
+# The price, measured: with JAX installed, TensorFlow's import pulls it in (tensorflow/lite/python/util.py:
+# `from jax import jit`, ~2 s), and Keras imports it under torch too (its orbax checkpoint callback).
+$(BACKENDS_STAMP): $(STAMP) requirements-backends.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-backends.txt
+	touch $(BACKENDS_STAMP)
+
+backends: $(BACKENDS_STAMP)
 
 data: $(STAMP)
 	$(PY) run.py data fetch

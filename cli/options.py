@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from core import backend
 from core.spec import DEFAULT_SPEC, ExperimentSpec, load_spec, merge_overrides
 
 
@@ -25,7 +26,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--runs-dir", default="runs", help="where run records go (default: runs/)")
     g.add_argument("--no-determinism", dest="deterministic", action="store_false",
-                   help="turn TensorFlow op determinism off (faster on GPU; recorded in the record)")
+                   help="turn the backend's op determinism off (faster on GPU; recorded in the record)")
+    g.add_argument("--backend", choices=backend.BACKENDS, default=None,
+                   help=f"Keras backend to train on (default: $KERAS_BACKEND, else {backend.DEFAULT_BACKEND}); "
+                        f"jax and torch: {backend.INSTALL_HINT}")
+
+
+def select_backend(args: argparse.Namespace) -> str:
+    """Make --backend (or KERAS_BACKEND) this process's Keras backend; call before anything imports keras."""
+    return backend.select(getattr(args, "backend", None), getattr(args, "deterministic", True))
 
 
 # flag (argparse dest) -> the spec key it overrides

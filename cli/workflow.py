@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import get_platform
-from cli.options import add_run_options, spec_overrides
+from cli.options import add_run_options, select_backend, spec_overrides
 from core import claims as claims_mod
 from core import model_test
 from core.backend import release_model_memory  # noqa: F401 — explore's trials use it
@@ -72,6 +72,7 @@ def reproduce(argv: list[str]) -> int:
     add_override_options(parser, "spec overrides for quick checks (with any of them but --seed, "
                                  "the claims are reported as not tested)")
     args = parser.parse_args(argv)
+    select_backend(args)
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
     check_report_name(args.name)
@@ -148,6 +149,7 @@ def explore(argv: list[str]) -> int:
     from core import search
 
     args = explore_parser().parse_args(argv)
+    select_backend(args)
     lists = {p.name: getattr(args, p.name) for p in search.PARAMETERS}
     space = search.SearchSpace.from_lists(lists)
     overrides = fixed_overrides(args)

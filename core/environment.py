@@ -35,6 +35,8 @@ NUMERIC_ENV_NAMES = frozenset({
     "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "CUDA_VERSION", "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
     "KERAS_BACKEND", "PYTHONHASHSEED", "JAX_ENABLE_X64", "JAX_PLATFORMS", "JAX_DEFAULT_MATMUL_PRECISION",
     "JAX_DEFAULT_DTYPE_BITS", "JAX_THREEFRY_PARTITIONABLE", "TPU_NAME",
+    # PyTorch: TF32 matmuls on Ampere and later GPUs (torch/csrc/Context.cpp reads it)
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
 })
 # Whole families that are about threads, kernels or precision (OpenMP, MKL, OpenBLAS, oneDNN, Intel OpenMP).
 NUMERIC_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "ONEDNN_", "DNNL_", "TF_XLA_", "TF_MKL_")
@@ -50,7 +52,10 @@ REDACTED = "<redacted>"
 # Variables TensorFlow sets in its own process when it is imported: recorded only when
 # they were already set before (by the user), so a second run in one process records
 # the same environment as the first.
-SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM")
+# TPU_SKIP_MDS_QUERY: set by JAX's import on a machine without TPUs (jax/_src/cloud_tpu_init.py), and
+# TensorFlow imports JAX when it is installed (tensorflow/lite/python/util.py: `from jax import jit`).
+# TF_FORCE_GPU_ALLOW_GROWTH: set by Keras's import under the JAX and torch backends (keras/src/backend/config.py).
+SET_BY_IMPORTS = ("KMP_", "TPU_ML_PLATFORM", "TPU_SKIP_MDS_QUERY", "TF_FORCE_GPU_ALLOW_GROWTH")
 _ENV_AT_START = frozenset(os.environ)
 # CPU flags that select different kernels in oneDNN/Eigen, hence different rounding.
 NUMERIC_CPU_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|avx_vnni)$")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
 import subprocess
 import sys
@@ -61,6 +62,23 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def backends_installed():
+    """JAX and PyTorch in this interpreter's venv, installed once per test session by `make backends`."""
+    from core import backend
+
+    if not all(backend.installed(b) for b in backend.BACKENDS):
+        if sys.prefix == sys.base_prefix:
+            pytest.skip("jax/torch are not installed and tests do not run in a venv `make backends` could fill")
+        proc = subprocess.run(["make", "-C", str(ROOT), "backends", f"VENV={sys.prefix}"],
+                              capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, f"make backends failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        importlib.invalidate_caches()
+    missing = [b for b in backend.BACKENDS if not backend.installed(b)]
+    assert not missing, f"`make backends` ran, yet {missing} cannot be imported by {sys.executable}"
+    return backend.BACKENDS
 
 
 @pytest.fixture(scope="session")
