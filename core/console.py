@@ -40,8 +40,11 @@ QUIET_LEVEL = "1"  # 1 drops INFO; 2 would drop warnings and 3 errors, which may
 LOGGING_ENV = (LOG_LEVEL_ENV, "TF_CPP_MAX_VLOG_LEVEL", "TF_CPP_MIN_VLOG_LEVEL", "TF_CPP_VMODULE")
 
 # absl's prefix: severity, MMDD, time, thread id, file:line]  (absl/log/internal/log_format.cc).
-# Before absl::InitializeLog the date is 0000 and the "seconds" are the Unix time.
-_ABSL = r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
+# Before absl::InitializeLog the date is 0000 and the "seconds" are the Unix time. TensorFlow 2.20
+# (Kaggle's image) still logs some lines through TSL's own format: date, time, severity, then the
+# source path (tsl/platform/default/logging.cc): `2026-12-01 19:11:55.602676: I external/.../x.cc:31] ...`.
+_ABSL = (r"(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
+         r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] (?:[\w.-]+/)*)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,17 @@ def test_the_relay_drops_only_whole_known_lines():
     assert relay(data, patterns) == b"".join(kept) + b"partial W line, no newline"
 
 
+def test_the_relay_knows_the_same_lines_in_tensorflow_2_20s_format():
+    """Kaggle's image (TensorFlow 2.20) prints some of them through TSL's own log format."""
+    patterns = [k.pattern for k in console.known_lines(gpu=False)]
+    tf220 = [b"2026-12-01 19:11:55.602676: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:31] Could not find cuda "
+             b"drivers on your machine, GPU will not be used.\n",
+             b"2026-12-01 19:12:00.612127: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] failed call "
+             b"to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"]
+    real = b"2026-12-01 19:12:00.700000: E tensorflow/core/kernels/some_op.cc:12] a real error\n"
+    assert relay(b"".join(tf220) + real, patterns) == real
+
+
 def quiet_in_a_fresh_process(env: dict[str, str], verbose: bool = False):
     """quiet() in a new process (it acts once per process), then a known native line, a real one,
     and absl warnings as Keras gives them."""
