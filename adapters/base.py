@@ -93,32 +93,35 @@ class Platform(abc.ABC):
         return None
 
     def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
-        """Load data, run the experiment, publish the record; returns the record folder.
+        """Run the experiment (`execute`), then publish the record and finalize; returns the record folder.
 
         A failed or interrupted run re-raises after `finalize`, with its record published.
         """
-        from core.experiment import RunFailed, check_architecture, run_experiment  # nothing heavy until here
-
-        check_architecture(spec)  # an impossible model is exit 2 before data, callbacks or a record
         record, status = None, "failed"
         try:
-            data = self.load_data(spec)
-            record = run_experiment(spec, data, self.runs_dir(), self.name, deterministic=deterministic,
-                                    callbacks=self.callbacks(spec), platform_info=self.platform_info(),
-                                    log=self.log)
+            record = self.execute(spec, deterministic)
             status = "completed"
-        except RunFailed as e:
-            record = e.record
-            raise
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            record = getattr(e, "record", None)  # set when the run had published its record
+            record = getattr(e, "record", None)  # set when the run had published its record (RunFailed too)
             raise
         finally:
             if status == "completed":
                 self._safe_call("publish", self.publish, record)
             self._safe_call("finalize", self.finalize, record, status)
         return record
+
+    def execute(self, spec: ExperimentSpec, deterministic: bool) -> Path:
+        """Load data and run the experiment in this process; returns the published record.
+
+        A platform whose experiment runs elsewhere (BEAT's executor) overrides this, and only this.
+        """
+        from core.experiment import check_architecture, run_experiment  # nothing heavy until here
+
+        check_architecture(spec)  # an impossible model is exit 2 before data, callbacks or a record
+        data = self.load_data(spec)
+        return run_experiment(spec, data, self.runs_dir(), self.name, deterministic=deterministic,
+                              callbacks=self.callbacks(spec), platform_info=self.platform_info(), log=self.log)
 
     def _safe_call(self, step: str, fn: Callable[..., dict[str, Any] | None], record: Path | None, *args) -> None:
         """Call a sink; whatever it raises is reported and noted in the record, never raised."""

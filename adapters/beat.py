@@ -68,26 +68,14 @@ class BeatPlatform(Platform):
     def publish(self, record_dir: Path) -> dict[str, Any] | None:
         return None  # the record is local; `bundle beat` writes a prefix for a BEAT instance
 
-    def run(self, spec: ExperimentSpec, deterministic: bool = True) -> Path:
-        """Write the prefix, run BEAT's executor on it, adopt the record it wrote; then publish and finalize."""
+    def execute(self, spec: ExperimentSpec, deterministic: bool) -> Path:
+        """Write the prefix, run BEAT's executor on it, adopt the record it wrote (base.run publishes and finalizes)."""
         from adapters.remote import beat as remote
 
-        record, status = None, "failed"
-        try:
-            record = remote.run_spec(spec, self.load_data(spec), self.runs_dir(), deterministic=deterministic,
-                                     beat_python=self.option("beat_python"),
-                                     timeout_s=self.option("beat_timeout", DEFAULT_TIMEOUT_S),
-                                     keep=bool(self.option("beat_keep", False)), log=self.log)
-            status = "completed"
-        except BaseException as e:
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            record = getattr(e, "record", None)  # set when BEAT's run left a record
-            raise
-        finally:
-            if status == "completed":
-                self._safe_call("publish", self.publish, record)
-            self._safe_call("finalize", self.finalize, record, status)
-        return record
+        return remote.run_spec(spec, self.load_data(spec), self.runs_dir(), deterministic=deterministic,
+                               beat_python=self.option("beat_python"),
+                               timeout_s=self.option("beat_timeout", DEFAULT_TIMEOUT_S),
+                               keep=bool(self.option("beat_keep", False)), log=self.log)
 
 
 # --- Inside BEAT's blocks (the BEAT venv) -----------------------------------------------------
