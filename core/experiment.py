@@ -316,7 +316,9 @@ def run_experiment(spec: ExperimentSpec, data: Mnist, runs_dir: str | Path, plat
             log(f"[run] {run_id}: {spec.name} ({spec.short_hash}), {len(data.x_train)} train / "
                 f"{len(data.x_test)} test images, {spec.epochs} epochs")
             history, _ = train(model, spec, data, callbacks, epoch_seconds=epoch_seconds)
+            interrupts.check()  # a signal whose KeyboardInterrupt some library caught still stops the run
             result = evaluate(model, spec, data)
+            interrupts.check()
             run.update({  # the numbers first: whatever fails from here on, the record keeps them
                 "metrics": final_metrics(history, result),
                 "weights_sha256": weights_sha256(model.get_weights()),
@@ -384,10 +386,15 @@ class Interrupts:
         return self
 
     def _handle(self, signum: int, frame) -> None:
+        self.pending = signum  # remembered even when raised: code that catches it cannot hide it (`check`)
         if self.finishing or isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            self.pending = signum
             return
         raise KeyboardInterrupt(f"signal {signum}")
+
+    def check(self) -> None:
+        """Raise the interrupt a signal asked for, if the KeyboardInterrupt it raised was swallowed."""
+        if self.pending is not None and not self.finishing:
+            raise KeyboardInterrupt(f"signal {self.pending}")
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._saved.items():
