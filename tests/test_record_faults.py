@@ -122,6 +122,9 @@ def test_a_storm_of_sigterms_still_leaves_an_interrupted_record(tmp_path):
                 break
         published = lambda: [p for p in runs.iterdir() if not p.name.startswith(".")] if runs.exists() else []
         sent = 0
+        proc.send_signal(signal.SIGTERM)  # two back to back: an interrupted record can be out within 5 ms
+        proc.send_signal(signal.SIGTERM)
+        sent = 2
         while proc.poll() is None and not published() and sent < 2000:
             proc.send_signal(signal.SIGTERM)
             sent += 1
@@ -130,7 +133,6 @@ def test_a_storm_of_sigterms_still_leaves_an_interrupted_record(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert sent >= 2
     assert proc.returncode == 130
     [folder] = published()
     run = json.loads((folder / "run.json").read_text())
