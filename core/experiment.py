@@ -6,7 +6,6 @@ backend-specific switches live in `core/backend.py`.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from core import backend, console, environment
 from core.data import Mnist
 from core.errors import HarnessError
 from core.record import (SCHEMA_VERSION, RecordWriter, describe_error, is_disk_full, predictions_sha256, utc_now,
-                         weights_sha256)
+                         weights_sha256, write_confusion_csv, write_history_csv)
 from core.spec import ExperimentSpec, SpecError
 
 NUM_CLASSES = 10
@@ -213,19 +212,10 @@ def write_artifacts(writer: RecordWriter, model, history: dict[str, list[float]]
     the space run.json needs) before the error goes on.
     """
     def history_csv(path: Path) -> None:
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            keys = list(history)
-            w.writerow(["epoch", *keys, "seconds"])
-            for i, secs in enumerate(epoch_seconds):
-                w.writerow([i + 1, *(repr(history[k][i]) for k in keys), f"{secs:.4f}"])
+        write_history_csv(path, history, epoch_seconds)
 
     def confusion_csv(path: Path) -> None:
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["true\\predicted", *range(NUM_CLASSES)])
-            for i, row in enumerate(result["confusion"]):
-                w.writerow([i, *row.tolist()])
+        write_confusion_csv(path, result["confusion"])
 
     def _save_hdf5(path: Path) -> None:
         with console.saving_hdf5_on_purpose():

@@ -154,6 +154,29 @@ def read_npy(raw: bytes, name: str = ".npy") -> np.ndarray:
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
+def write_history_csv(path: Path, history: dict[str, list[float]], epoch_seconds: Iterable[float]) -> None:
+    """history.csv: one row per finished epoch, the Keras history keys at full precision, then its seconds."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        keys = list(history)
+        w.writerow(["epoch", *keys, "seconds"])
+        for i, secs in enumerate(epoch_seconds):
+            w.writerow([i + 1, *(repr(history[k][i]) for k in keys), f"{secs:.4f}"])
+
+
+def write_confusion_csv(path: Path, confusion: np.ndarray) -> None:
+    """confusion_matrix.csv: rows the true class, columns the predicted one."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\predicted", *range(len(confusion))])
+        for i, row in enumerate(confusion):
+            w.writerow([i, *row.tolist()])
+
+
 def zip_names(path: Path) -> frozenset[str]:
     """Member names of a zip file a record holds (a Comet archive); empty when it is no readable zip."""
     import zipfile

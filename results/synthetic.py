@@ -13,7 +13,6 @@ experiment with its own accuracy.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import json
@@ -22,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.record import PARTIAL_PREFIX, RUN_JSON, SCHEMA_VERSION, predictions_sha256
+from core.record import PARTIAL_PREFIX, RUN_JSON, SCHEMA_VERSION, predictions_sha256, write_confusion_csv, write_history_csv
 from core.spec import ExperimentSpec, load_spec
 
 N_CLASSES = 10
@@ -207,7 +206,7 @@ def write_record(folder: str | Path, *, spec: ExperimentSpec | None = None, seed
     out.mkdir(parents=True, exist_ok=False)
     if completed:
         np.save(out / "predictions.npy", predictions)
-        _write_history(out / "history.csv", history, epoch_seconds)
+        write_history_csv(out / "history.csv", history, epoch_seconds)
         _write_confusion(out / "confusion_matrix.csv", labels[: len(predictions)], predictions)
     (out / RUN_JSON).write_text(json.dumps(run, indent=2) + "\n")
     return out
@@ -270,20 +269,7 @@ def _data_digest(spec: ExperimentSpec, n_train: int | None) -> str:
     return digest or hashlib.sha256(f"cut:{spec.data.train_limit}:{spec.data.test_limit}".encode()).hexdigest()
 
 
-def _write_history(path: Path, history: dict[str, list[float]], epoch_seconds: Sequence[float]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        keys = list(history)
-        w.writerow(["epoch", *keys, "seconds"])
-        for i, secs in enumerate(epoch_seconds):
-            w.writerow([i + 1, *(repr(history[k][i]) for k in keys), f"{secs:.4f}"])
-
-
 def _write_confusion(path: Path, labels: np.ndarray, predictions: np.ndarray) -> None:
     confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels, predictions), 1)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true\\predicted", *range(N_CLASSES)])
-        for i, row in enumerate(confusion):
-            w.writerow([i, *row.tolist()])
+    write_confusion_csv(path, confusion)
